@@ -1,0 +1,125 @@
+"""The config schema. Field descriptions here are the single source of help text (CLI, docs, web UI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AdapterParams",
+    "DataSection",
+    "EvalSection",
+    "MethodSection",
+    "ModelSection",
+    "OutputSection",
+    "ReplaySection",
+    "RunConfig",
+    "Section",
+    "TrainSection",
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name_or_path: str = Field(
+        "smollm2-135m-instruct", description="Zoo name (see `tuneforge models`), Hugging Face folder or .gguf file."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype: auto = bfloat16 on CUDA with bf16 support, float32 otherwise."
+    )
+    attn_implementation: Literal["eager", "sdpa"] = Field("sdpa", description="Attention kernel.")
+    trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (off: it is unsafe).")
+
+
+class ReplaySection(Section):
+    prompts: str = Field(
+        "general_prompts", description="Bundled name or JSON file (list of strings) of general prompts to replay."
+    )
+    max_new_tokens: int = Field(96, ge=8, le=1024, description="Length limit of each replayed base-model answer.")
+    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
+
+
+class DataSection(Section):
+    train: list[str] = Field(default_factory=list, description="Training data: file paths or bundled dataset names.")
+    format: Literal["auto", "alpaca", "sharegpt", "openai"] = Field(
+        "auto", description="Row format of the files; auto detects it per file from the first row."
+    )
+    cutoff_len: int = Field(512, ge=16, description="Maximum tokens per sample; longer samples are truncated.")
+    val_size: float = Field(
+        0.1, ge=0, description="Validation split: a fraction (< 1) or a number of samples (>= 1); 0 disables it."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Values for {{name}}-style placeholders in the data (e.g. name, author)."
+    )
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many rows from each file.")
+    replay: ReplaySection | None = Field(
+        None,
+        description="Self-replay against forgetting: mix in the base model's own answers to general prompts "
+        "(generated once, cached under $TUNEFORGE_HOME).",
+    )
+    packing: bool = Field(
+        True, description="Pack samples into one sequence per batch (no padding, no attention across samples)."
+    )
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class MethodSection(Section):
+    name: Literal["sft"] = Field("sft", description="Training method.")
+
+
+class AdapterParams(Section):
+    """Base of every adapter's parameters; `name` picks the adapter (see tuneforge.models.adapters)."""
+
+    name: str = Field("lora", description="Adapter method: full, freeze or lora.")
+
+
+class TrainSection(Section):
+    learning_rate: float = Field(1.0e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps to run; -1 means use epochs.")
+    batch_size: int = Field(4, ge=1, description="Samples per micro-batch.")
+    grad_accum: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    seed: int = Field(42, description="Seed for data shuffling, splitting and initialisation.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Validation loss every N optimizer steps (default: about 5 times per run)."
+    )
+    logging_steps: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: all cores).")
+
+
+class EvalSection(Section):
+    questions: str | None = Field(
+        None, description="Before/after questions (bundled name or JSON file); compared at the end of training."
+    )
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Answer length limit for the comparison.")
+
+
+class OutputSection(Section):
+    dir: str = Field("runs/run", description="Run directory (config, metrics, loss plot, model, model card).")
+    overwrite: bool = Field(False, description="Replace a run directory that already holds a finished run.")
+
+
+class RunConfig(Section):
+    """A whole training run."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    method: MethodSection = Field(default_factory=MethodSection)
+    adapter: AdapterParams = Field(default_factory=AdapterParams)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    output: OutputSection = Field(default_factory=OutputSection)

@@ -1,0 +1,26 @@
+"""Full fine-tuning: every parameter trains."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from tuneforge.config.schema import AdapterParams
+from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec
+
+__all__ = ["FullParams", "apply_full"]
+
+
+class FullParams(AdapterParams):
+    name: Literal["full"] = "full"
+
+
+def apply_full(model: nn.Module, params: AdapterParams) -> nn.Module:
+    """Make every parameter trainable."""
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model
+
+
+ADAPTERS.register("full")(AdapterSpec(params=FullParams, apply=apply_full, saves_full_model=True))

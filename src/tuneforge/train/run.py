@@ -1,0 +1,170 @@
+"""`tuneforge train`: the whole run, top to bottom."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.data.pipeline import load_conversations, prepare_samples, split_validation
+from tuneforge.data.quality import DataReport
+from tuneforge.data.replay import replay_conversations
+from tuneforge.eval.compare import Comparison, Question, answer_questions, compare_answers, load_questions
+from tuneforge.methods import METHODS
+from tuneforge.models.adapters import ADAPTERS, describe_trainable
+from tuneforge.models.load import load_model
+from tuneforge.models.zoo import tuneforge_home
+from tuneforge.train.artifacts import prepare_run_dir, save_model, write_model_card, write_status
+from tuneforge.train.callbacks import MetricsLog, plot_losses
+from tuneforge.train.loop import LoopResult, LoopSettings, train_loop
+from tuneforge.train.progress import console
+
+__all__ = ["RunOutcome", "run_training"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """Where the run went and how it ended."""
+
+    run_dir: Path
+    result: LoopResult
+    comparison: Comparison | None
+
+
+def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
+    """Make local paths absolute so the saved config works from any directory."""
+    for base in (Path.cwd(), base_dir):
+        if base is None:
+            continue
+        candidate = base / config.model.name_or_path
+        if candidate.exists():
+            config.model.name_or_path = str(candidate.resolve())
+            break
+    resolved = []
+    for entry in config.data.train:
+        found = next((b / entry for b in (Path.cwd(), base_dir) if b is not None and (b / entry).exists()), None)
+        resolved.append(str(found.resolve()) if found else entry)
+    config.data.train = resolved
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loop_settings(config: RunConfig, pad_id: int) -> LoopSettings:
+    t = config.train
+    return LoopSettings(
+        learning_rate=t.learning_rate,
+        epochs=t.epochs,
+        max_steps=t.max_steps,
+        batch_size=t.batch_size,
+        grad_accum=t.grad_accum,
+        max_grad_norm=t.max_grad_norm,
+        scheduler=t.scheduler,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        eval_steps=t.eval_steps,
+        logging_steps=t.logging_steps,
+        packing=config.data.packing,
+        pad_id=pad_id,
+    )
+
+
+def _load_data(config: RunConfig, loaded: Any, base_dir: Path | None) -> tuple[list, list, DataReport]:
+    d = config.data
+    conversations, report = load_conversations(d.train, d.format, d.variables, d.max_samples, base_dir)
+    if d.replay is not None:
+        conversations += replay_conversations(
+            loaded.model,
+            loaded.tokenizer,
+            config.model.name_or_path,
+            d.replay.prompts,
+            d.replay.max_new_tokens,
+            d.replay.limit,
+            report,
+            tuneforge_home() / "replay",
+            base_dir,
+        )
+    samples = prepare_samples(conversations, loaded.tokenizer, d.cutoff_len, report)
+    train, val = split_validation(samples, d.val_size, config.train.seed)
+    console.print(f"data: {report.summary()}; {len(train)} train / {len(val)} validation samples")
+    for problem in report.problems[:5]:
+        console.print(f"  [yellow]{problem}[/]")
+    return train, val, report
+
+
+def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
+    """Run one training job as configured; everything it produces goes to config.output.dir."""
+    started = time.perf_counter()
+    _absolute_paths(config, base_dir)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    _seed_everything(config.train.seed)
+    adapter = ADAPTERS.get(config.adapter.name)
+    method = METHODS.get(config.method.name)
+    run_dir = prepare_run_dir(config)
+    try:
+        console.print(f"loading model {config.model.name_or_path}")
+        m = config.model
+        loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code)
+        train, val, report = _load_data(config, loaded, base_dir)
+
+        questions = _questions(config, base_dir)
+        before = (
+            answer_questions(loaded.model, loaded.tokenizer, questions, config.eval.max_new_tokens, "base")
+            if questions
+            else []
+        )
+
+        _seed_everything(config.train.seed)
+        model = adapter.apply(loaded.model, config.adapter)
+        trainable = describe_trainable(model)
+        console.print(f"adapter {config.adapter.name}: {trainable}")
+
+        metrics = MetricsLog(run_dir / "metrics.jsonl")
+        plot = lambda: plot_losses(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method.name}")  # noqa: E731
+        settings = _loop_settings(config, loaded.tokenizer.pad_token_id)
+        result = train_loop(model, method, train, val, settings, metrics, on_eval=plot)
+        plot()
+        model.eval()
+        save_model(model, loaded.tokenizer, run_dir / "model")
+
+        comparison = None
+        if questions:
+            after = answer_questions(model, loaded.tokenizer, questions, config.eval.max_new_tokens, "tuned")
+            comparison = Comparison(questions, before, after)
+            compare_answers(comparison, run_dir / "eval")
+    except BaseException as err:
+        write_status(run_dir, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+    summary = {
+        "train_samples": len(train),
+        "val_samples": len(val),
+        "data_summary": report.summary(),
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "final_loss": result.final_loss,
+        "final_val_loss": result.final_val_loss,
+        "trainable": trainable,
+        "tokens_per_s": result.tokens_per_s,
+        "seconds": time.perf_counter() - started,
+    }
+    write_model_card(run_dir, config, summary)
+    write_status(run_dir, "finished", **{k: v for k, v in summary.items() if k != "trainable"})
+    return RunOutcome(run_dir, result, comparison)
+
+
+def _questions(config: RunConfig, base_dir: Path | None) -> list[Question]:
+    if not config.eval.questions:
+        return []
+    return load_questions(config.eval.questions, config.data.variables, base_dir)

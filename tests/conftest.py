@@ -1,0 +1,51 @@
+"""Shared pytest configuration: offline environment and tiny model fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    # lets tests do `from fixtures.tiny_models import ...` without touching pyproject's pytest config
+    sys.path.insert(0, str(TESTS_DIR))
+
+# Set at import time too, so that modules imported during collection (transformers, datasets,
+# huggingface_hub read some of these once at import) already see the offline settings.
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.environ.update(_OFFLINE_ENV)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_env(tmp_path_factory: pytest.TempPathFactory):
+    """Force offline mode for the whole session and point TUNEFORGE_HOME at a throwaway directory."""
+    home = tmp_path_factory.mktemp("tuneforge_home")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _OFFLINE_ENV.items():
+            mp.setenv(key, value)
+        mp.setenv("TUNEFORGE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with a tiny random LlamaForCausalLM + ChatML tokenizer (safetensors)."""
+    from fixtures.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), arch="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with a tiny random Qwen2ForCausalLM + ChatML tokenizer (safetensors)."""
+    from fixtures.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=0)
