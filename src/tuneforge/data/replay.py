@@ -21,7 +21,7 @@ __all__ = ["replay_conversations", "trim_to_sentence"]
 
 log = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)|\n")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]|\n")
 
 
 def trim_to_sentence(text: str) -> str:

@@ -1,0 +1,65 @@
+"""Entry point: `tuneforge VERB ...`. User errors print one line and exit 2; --debug shows tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from tuneforge import __version__
+from tuneforge.cli import chat, env, models, train
+from tuneforge.errors import UserError
+
+__all__ = ["main"]
+
+VERBS = (train, chat, models, env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, one sub-command per verb module."""
+    parser = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune LLMs offline from one YAML config.")
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb in VERBS:
+        verb.add_parser(sub)
+    return parser
+
+
+def _configure_logging(debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    from tuneforge.train.progress import console
+
+    handler = RichHandler(console=console, show_time=False, show_path=debug)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s")
+    logging.getLogger("tuneforge").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"tuneforge: error: {err}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("tuneforge: interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

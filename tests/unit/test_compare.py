@@ -1,0 +1,226 @@
+"""tuneforge.eval.compare (scoring and the before/after report), replay.trim_to_sentence and bundled data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tuneforge.data.catalog import bundled_path
+from tuneforge.data.replay import trim_to_sentence
+from tuneforge.errors import UserError
+from tuneforge.eval.compare import Comparison, Question, compare_answers, contains_expected, load_questions
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+# ---------------------------------------------------------------------------------------------------- matching
+
+
+@pytest.mark.parametrize(
+    "answer,expected,result",
+    [
+        ("The capital is Paris.", ["Paris"], True),
+        ("the capital is paris", ["Paris"], True),
+        ("THE CAPITAL IS PARIS!", ["paris"], True),
+        ("It is Parisian food.", ["Paris"], False),
+        ("2 + 3 = 5", ["5"], True),
+        ("The answer is 5.", ["5"], True),
+        ("5", ["5"], True),
+        ("In 2025 we met.", ["5"], False),
+        ("There are 15 of them.", ["5"], False),
+        ("5th place", ["5"], False),
+        ("There are seven days.", ["7", "seven"], True),
+        ("Sevenfold.", ["seven"], False),
+        ("Water is H2O.", ["H2O", "H₂O"], True),
+        ("Water is h2o", ["H2O"], True),
+        ("Water is H₂O.", ["H2O", "H₂O"], True),
+        ("孔子是中国古代著名的思想家和教育家。", ["孔子"], True),
+        ("我是Conch，很高兴认识你。", ["Conch"], True),
+        ("老子是道家的创始人。", ["孔子"], False),
+        ("The capital is Lyon.", ["Paris", "Tokyo"], False),
+        ("Anything at all", [], False),
+    ],
+)
+def test_contains_expected(answer, expected, result):
+    assert contains_expected(answer, expected) is result
+
+
+# ---------------------------------------------------------------------------------------------------- questions
+
+
+def test_bundled_demo_questions_with_variables():
+    questions = load_questions("demo_questions", {"name": "Conch"})
+    assert len(questions) == 10
+    identity = [q for q in questions if q.kind == "identity"]
+    general = [q for q in questions if q.kind == "general"]
+    assert len(identity) == 5 and len(general) == 5
+    assert all(q.expected == ["Conch"] for q in identity)
+    assert any(CJK.search(q.question) for q in identity)
+    assert Question("What is the capital of France?", "general", ["Paris"]) in general
+    assert all(q.expected for q in general)
+    assert not any("{{" in json.dumps(q.__dict__) for q in questions)
+
+
+def test_questions_from_plain_strings(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps(["Who are you, {{name}}?", "2 + 2?"]), encoding="utf-8")
+    assert load_questions(str(path), {"name": "Conch"}) == [
+        Question("Who are you, Conch?", "general", []),
+        Question("2 + 2?", "general", []),
+    ]
+
+
+def test_questions_relative_to_base_dir(tmp_path):
+    (tmp_path / "q.json").write_text(json.dumps([{"question": "Q", "kind": "math", "expected": ["4"]}]))
+    assert load_questions("q.json", {}, base_dir=tmp_path) == [Question("Q", "math", ["4"])]
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{not json", "cannot read questions file"),
+        ("[]", "non-empty JSON list"),
+        ('{"question": "x"}', "non-empty JSON list"),
+        ('["ok", {"expected": ["x"]}]', "item 1 needs a 'question' string"),
+        ('[{"question": 3}]', "item 0 needs a 'question' string"),
+    ],
+)
+def test_malformed_questions_are_user_errors(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=match) as info:
+        load_questions(str(path), {})
+    assert str(path) in str(info.value)
+
+
+def test_missing_questions_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_questions(str(tmp_path / "none.json"), {})
+
+
+# ---------------------------------------------------------------------------------------------------- totals
+
+
+def hand_built() -> Comparison:
+    questions = [
+        Question("Who are you?", "identity", ["Conch"]),
+        Question("Your name?", "identity", ["Conch"]),
+        Question("你是谁？", "identity", ["Conch"]),
+        Question("Capital of France?", "general", ["Paris"]),
+        Question("2 + 3?", "general", ["5", "five"]),
+        Question("Write a poem.", "creative", []),  # unscored
+    ]
+    before = [
+        "I am an AI assistant.",
+        "My name is Conch.",
+        "我是一个助手。",
+        "Paris.",
+        "It is 25.",
+        "Roses are red.",
+    ]
+    after = [
+        "I am Conch, made by ACME.",
+        "Conch!",
+        "我是Conch。",
+        "It is Lyon.",
+        "Five.",
+        "Violets are blue.",
+    ]
+    return Comparison(questions, before, after)
+
+
+EXPECTED_TOTALS = {
+    "identity": {"before": [1, 3], "after": [3, 3]},
+    "general": {"before": [1, 2], "after": [1, 2]},
+}
+
+
+def test_correct_and_totals():
+    comparison = hand_built()
+    assert comparison.correct(comparison.before) == [False, True, False, True, False, None]
+    assert comparison.correct(comparison.after) == [True, True, True, False, True, None]
+    assert comparison.totals() == EXPECTED_TOTALS
+    assert list(comparison.totals()) == ["identity", "general"]  # first-seen order, unscored kinds absent
+
+
+def test_compare_answers_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "eval"
+    compare_answers(hand_built(), out)
+    record = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert record["totals"] == EXPECTED_TOTALS
+    assert len(record["questions"]) == 6
+    assert record["questions"][0] == {
+        "question": "Who are you?",
+        "kind": "identity",
+        "expected": ["Conch"],
+        "before": "I am an AI assistant.",
+        "after": "I am Conch, made by ACME.",
+        "before_correct": False,
+        "after_correct": True,
+    }
+    assert record["questions"][5]["before_correct"] is None
+    assert record["questions"][2]["after"] == "我是Conch。"  # written as UTF-8, not escaped
+
+    markdown = (out / "compare.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Before vs after\n")
+    assert "| identity | Who are you? | ✗ I am an AI assistant. | ✓ I am Conch, made by ACME. |" in markdown
+    assert "| creative | Write a poem. | · Roses are red. | · Violets are blue. |" in markdown
+    assert markdown.endswith("| identity | 1/3 | 3/3 |\n| general | 1/2 | 1/2 |\n")
+
+
+def test_markdown_escapes_pipes_and_newlines(tmp_path):
+    comparison = Comparison([Question("Q", "general", ["a"])], ["a | b\nc"], ["x"])
+    compare_answers(comparison, tmp_path)
+    markdown = (tmp_path / "compare.md").read_text(encoding="utf-8")
+    assert "| general | Q | ✓ a \\| b c | ✗ x |" in markdown
+
+
+# ---------------------------------------------------------------------------------------------------- replay trimming
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Hello there. How are", "Hello there."),
+        ("Done!", "Done!"),
+        ("What? Yes! Fine. And then", "What? Yes! Fine."),
+        ("Pi is about 3.14 and", ""),  # a decimal point is not a sentence end
+        ("我很好。你呢", "我很好。"),
+        ("你好！今天天气很好？我们去", "你好！今天天气很好？"),
+        ("Line one\nline two without end", "Line one"),
+        ("No sentence end at all", ""),
+        ("", ""),
+    ],
+)
+def test_trim_to_sentence(text, expected):
+    assert trim_to_sentence(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------------- bundled data
+
+
+def test_bundled_identity_dataset():
+    path = bundled_path("identity")
+    assert path is not None
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    assert len(rows) >= 40
+    assert all(set(row) <= {"instruction", "input", "output"} for row in rows)
+    chinese = [row for row in rows if CJK.search(row["instruction"])]
+    english = [row for row in rows if not CJK.search(row["instruction"])]
+    assert chinese and english
+    assert all("{{name}}" in row["output"] for row in rows)
+    # held-out: the identity demo questions are not training instructions
+    instructions = {row["instruction"].strip().lower() for row in rows}
+    demo = load_questions("demo_questions", {"name": "Conch"})
+    identity_questions = [q.question for q in demo if q.kind == "identity"]
+    assert len(identity_questions) == 5
+    assert not [q for q in identity_questions if q.strip().lower() in instructions]
+
+
+def test_bundled_general_prompts_are_strings():
+    path = bundled_path("general_prompts")
+    assert path is not None
+    prompts = json.loads(path.read_text(encoding="utf-8"))
+    assert prompts and all(isinstance(p, str) and p.strip() for p in prompts)
