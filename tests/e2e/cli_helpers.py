@@ -44,17 +44,20 @@ def write_memorisation_set(path: Path) -> Path:
     return path
 
 
-def write_config(path: Path, model_dir: Path, data: Path, out: Path, **sections: dict[str, Any]) -> Path:
+def write_config(path: Path, model_dir: Path, data_file: Path, out: Path, **sections: dict[str, Any]) -> Path:
     """A config for a short run on a tiny model; `sections` override or add keys per section."""
     config: dict[str, Any] = {
         "model": {"name_or_path": str(model_dir)},
-        "data": {"train": [str(data)], "cutoff_len": 128, "val_size": 0},
+        "data": {"train": [str(data_file)], "cutoff_len": 128, "val_size": 0},
         "adapter": {"name": "lora", "r": 8, "alpha": 16},
         "train": {"max_steps": 4, "batch_size": 4, "grad_accum": 1, "learning_rate": 1.0e-3, "warmup_ratio": 0.0},
         "output": {"dir": str(out)},
     }
     for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
+        if name == "adapter":
+            config["adapter"] = values  # an adapter's keys depend on its name: replace, never merge
+        else:
+            config.setdefault(name, {}).update(values)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

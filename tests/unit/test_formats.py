@@ -248,11 +248,6 @@ def test_parse_tools():
         parse_tools({"name": "x"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='bug: parse_tools("[]") returns [] although its docstring says [] means no tools (None); '
-    "109 rows of glaive_toolcall_en_demo.json carry the string '[]'",
-)
 def test_parse_tools_empty_json_string_means_none():
     from tuneforge.data.formats.sharegpt import parse_tools
 
@@ -489,11 +484,6 @@ def test_fill_placeholders_nested():
     assert fill_placeholders("no placeholders", {"name": "x"}) == "no placeholders"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: fill_placeholders only replaces '{{name}}' but _PLACEHOLDER also matches '{{ name }}', "
-    "so a row with spaces inside the braces fails with 'data.variables has no name' although it is set",
-)
 def test_placeholder_with_spaces_is_filled(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Who?", "output": "I am {{ name }}."}])
     conversations, _ = load_conversations([str(path)], variables={"name": "Conch"})

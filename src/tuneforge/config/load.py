@@ -81,7 +81,9 @@ def _describe(err: ValidationError, model_cls: type[BaseModel], source: str, pre
         if item["type"] == "extra_forbidden":
             hint = closest(str(loc[-1]), _valid_keys(model_cls, loc))
             fix = f" Did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{hint}?" if hint else ""
-            lines.append(f"{source}: unknown key {key!r}.{fix}")
+            owner = f" for adapter {model_cls.model_fields['name'].default!r}" if prefix == "adapter." else ""
+            valid = ", ".join(_valid_keys(model_cls, loc))
+            lines.append(f"{source}: unknown key {key!r}{owner}.{fix} Valid keys here: {valid}")
         else:
             lines.append(f"{source}: {key}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

@@ -32,11 +32,9 @@ class PreparedData:
 
 
 def fill_placeholders(value: Any, variables: dict[str, str]) -> Any:
-    """Replace {{key}} (and {key}) for every key in `variables`, in every string of a row."""
+    """Replace {{key}} placeholders (spaces inside the braces allowed) for every key in `variables`."""
     if isinstance(value, str):
-        for key, replacement in variables.items():
-            value = value.replace("{{" + key + "}}", replacement).replace("{" + key + "}", replacement)
-        return value
+        return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
     if isinstance(value, list):
         return [fill_placeholders(item, variables) for item in value]
     if isinstance(value, dict):

@@ -32,6 +32,8 @@ def parse_tools(raw: Any) -> list[dict[str, Any]] | None:
             raw = json.loads(raw)
         except json.JSONDecodeError as err:
             raise RowError("malformed field", f"field 'tools' is not valid JSON ({err.msg})") from None
+        if not raw:
+            return None
     if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
         raise RowError("malformed field", "field 'tools' must be a list of tool definitions")
     return [t if "function" in t else {"type": "function", "function": t} for t in raw]
