@@ -9,12 +9,12 @@ import sys
 from collections.abc import Callable
 
 from tuneforge import __version__
-from tuneforge.cli import chat, env, models, train
+from tuneforge.cli import chat, env, models, serve, train
 from tuneforge.errors import UserError
 
 __all__ = ["main"]
 
-VERBS = (train, chat, models, env)
+VERBS = (train, chat, serve, models, env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,11 @@ def _configure_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s")
     logging.getLogger("tuneforge").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
+        import warnings
+
         from transformers.utils import logging as hf_logging
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
         hf_logging.set_verbosity_error()
 

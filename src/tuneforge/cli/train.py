@@ -34,4 +34,5 @@ def run(args: argparse.Namespace) -> int:
     console.print("\n[bold]Next:[/]")
     console.print(f"  tuneforge chat {run_dir}                       # talk to it")
     console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')
+    console.print(f"  tuneforge serve {run_dir}                      # OpenAI-compatible API on 127.0.0.1:8000")
     return 0
