@@ -311,7 +311,7 @@ def test_builtin_registries_list_their_names():
     from tuneforge.models.adapters import ADAPTERS
 
     assert ADAPTERS.names() == ["freeze", "full", "lora"]
-    assert FORMATS.names() == ["alpaca", "openai", "sharegpt"]
+    assert FORMATS.names() == ["alpaca", "openai", "prompt_completion", "sharegpt", "text"]
     assert "sft" in METHODS.names()
     with pytest.raises(UserError, match="Did you mean 'sharegpt'"):
         FORMATS.get("sharegtp")

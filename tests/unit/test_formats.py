@@ -34,9 +34,12 @@ def element_start_lines(path: Path) -> list[int]:
 def test_alpaca_en_demo_every_row_parses_exactly():
     path = LLAMAFACTORY / "alpaca_en_demo.json"
     rows = json.loads(path.read_text(encoding="utf-8"))
-    conversations, report = load_conversations([str(path)])
+    conversations, report = load_conversations([str(path)], dedup="none")
     assert len(conversations) == len(rows) == report.total == 999
-    assert report.dropped_total == 0 and report.problems == []
+    assert report.dropped_total == 0
+    # the file repeats 14 rows word for word: reported, not dropped, when dedup is off
+    assert report.flagged == {"exact duplicate": 14}
+    assert report.problems[0] == f"{path}:1377: exact duplicate: same as {path}:587"
 
     first = conversations[0]
     assert rows[0]["input"] == ""
@@ -93,9 +96,9 @@ def test_identity_without_variables_is_a_user_error():
 def test_glaive_toolcall_sharegpt_with_tools():
     path = LLAMAFACTORY / "glaive_toolcall_en_demo.json"
     rows = json.loads(path.read_text(encoding="utf-8"))
-    conversations, report = load_conversations([str(path)])
+    conversations, report = load_conversations([str(path)], dedup="none")
     assert len(conversations) == report.total == len(rows) == 300
-    assert report.problems == []
+    assert report.dropped_total == 0 and report.flagged == {"exact duplicate": 35}
 
     calls = results = with_tools = 0
     for row, conversation in zip(rows, conversations, strict=True):
@@ -354,7 +357,7 @@ def test_bad_openai_rows_are_reported_with_file_and_line(tmp_path):
         f"{path}:7: empty conversation: no user/assistant messages",
         f"{path}:8: empty prompt: message 1 (user) is empty",
     ]
-    assert report.summary().startswith("kept 0 of 8 rows; dropped 7: wrong role order 3")
+    assert report.summary().startswith("kept 0 + truncated 0 + dropped 7 = 8 rows (dropped: wrong role order 3")
 
 
 def test_missing_output_with_auto_format_is_an_unknown_format(tmp_path):
@@ -407,10 +410,10 @@ def test_json_file_holding_json_lines_and_bom(tmp_path):
 
 
 def test_unsupported_and_missing_files(tmp_path):
-    csv = tmp_path / "data.csv"
-    csv.write_text("a,b\n")
-    with pytest.raises(UserError, match=r"unsupported file type '\.csv'"):
-        list(read_rows(csv))
+    xml = tmp_path / "data.xml"
+    xml.write_text("<a/>\n")
+    with pytest.raises(UserError, match=r"unsupported file type '\.xml'"):
+        list(read_rows(xml))
     with pytest.raises(UserError, match="not found"):
         list(read_rows(tmp_path / "missing.jsonl"))
 
@@ -422,14 +425,14 @@ def test_resolve_sources_folder_bundled_and_missing(tmp_path):
     folder = tmp_path / "data"
     write_jsonl(folder / "b.jsonl", [{"instruction": "x", "output": "y"}])
     write_json(folder / "a.json", [{"instruction": "x", "output": "y"}])
-    (folder / "notes.txt").write_text("not data")
+    (folder / "notes.md").write_text("not data")
     (folder / "sub").mkdir()
 
     sources = resolve_sources([str(folder), "identity"])
     assert sources == [
-        DataSource(folder / "a.json", f"{folder}/a.json"),
-        DataSource(folder / "b.jsonl", f"{folder}/b.jsonl"),
-        DataSource(bundled_path("identity"), "identity"),
+        DataSource(folder / "a.json", f"{folder}/a.json", group=str(folder)),
+        DataSource(folder / "b.jsonl", f"{folder}/b.jsonl", group=str(folder)),
+        DataSource(bundled_path("identity"), "identity", group="identity"),
     ]
     assert bundled_path("identity").name == "identity.json"
     assert {"identity", "demo_questions", "general_prompts"} <= set(bundled_names())
@@ -450,16 +453,20 @@ def test_resolve_sources_folder_bundled_and_missing(tmp_path):
 def test_resolve_sources_relative_to_base_dir(tmp_path):
     write_jsonl(tmp_path / "cfg" / "rows.jsonl", [{"instruction": "x", "output": "y"}])
     sources = resolve_sources(["rows.jsonl"], base_dir=tmp_path / "cfg")
-    assert sources == [DataSource(tmp_path / "cfg" / "rows.jsonl", "rows.jsonl")]
+    assert sources == [DataSource(tmp_path / "cfg" / "rows.jsonl", "rows.jsonl", group="rows.jsonl")]
 
 
 def test_max_samples_limits_rows_per_file(tmp_path):
     first = write_jsonl(tmp_path / "d" / "1.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(5)])
     write_jsonl(tmp_path / "d" / "2.jsonl", [{"instruction": f"r{i}", "output": f"b{i}"} for i in range(5)])
-    conversations, report = load_conversations([str(tmp_path / "d")], max_samples=2)
+    conversations, report = load_conversations([str(tmp_path / "d")], max_samples=2, shuffle=False)
     assert report.total == 4
     assert [c.messages[0].content for c in conversations] == ["q0", "q1", "r0", "r1"]
-    assert {c.dataset for c in conversations} == {f"{tmp_path / 'd'}/1.jsonl", f"{tmp_path / 'd'}/2.jsonl"}
+    assert {c.dataset for c in conversations} == {str(tmp_path / "d")}
+    shuffled, _ = load_conversations([str(tmp_path / "d")], max_samples=2, seed=1)
+    again, _ = load_conversations([str(tmp_path / "d")], max_samples=2, seed=1)
+    assert [c.source for c in shuffled] == [c.source for c in again]  # a seeded, repeatable choice
+    assert len(shuffled) == 4
     conversations, report = load_conversations([str(first)], max_samples=10)
     assert report.total == 5 and len(conversations) == 5
 

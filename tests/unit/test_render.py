@@ -135,7 +135,7 @@ def test_truncation(tokenizer):
 
     with pytest.raises(RowError) as info:
         render_conversation(tokenizer, MULTI_TURN, cutoff_len=first_supervised)
-    assert info.value.reason == "all labels masked after truncation"
+    assert info.value.reason == "all labels masked"
 
 
 def test_prepare_samples_counts_truncated_and_dropped(tokenizer):
@@ -155,12 +155,13 @@ def test_prepare_samples_counts_truncated_and_dropped(tokenizer):
     samples = prepare_samples([short, long, long_prompt], tokenizer, cutoff, report)
     assert [s.source for s in samples] == ["s.jsonl:1", "s.jsonl:2"]
     assert [s.truncated for s in samples] == [False, True]
-    assert report.kept == 2 and report.truncated == 1
-    assert report.dropped == {"all labels masked after truncation": 1}
+    assert report.kept == 1 and report.truncated == 1
+    assert report.balanced  # kept + truncated + dropped = total
+    assert report.dropped == {"all labels masked": 1}
     assert report.per_dataset == {"s": 2}
     assert report.problems == [
-        f"s.jsonl:2: truncated: longer than data.cutoff_len={cutoff} tokens",
-        f"s.jsonl:3: all labels masked after truncation: no assistant token within the first {cutoff} tokens",
+        f"s.jsonl:2: over the cutoff length: longer than data.cutoff_len={cutoff} tokens, cut to it",
+        f"s.jsonl:3: all labels masked: no assistant token within the first {cutoff} tokens",
     ]
     with pytest.raises(UserError, match="no training samples left"):
         prepare_samples([long_prompt], tokenizer, cutoff, DataReport(total=1))

@@ -46,11 +46,29 @@ class ReplaySection(Section):
 
 
 class DataSection(Section):
-    train: list[str] = Field(default_factory=list, description="Training data: file paths or bundled dataset names.")
-    format: Literal["auto", "alpaca", "sharegpt", "openai"] = Field(
-        "auto", description="Row format of the files; auto detects it per file from the first row."
+    train: list[str] = Field(
+        default_factory=list,
+        description="Training data: files (JSON, JSONL, CSV, Parquet, TXT), folders or bundled names.",
     )
-    cutoff_len: int = Field(512, ge=16, description="Maximum tokens per sample; longer samples are truncated.")
+    dataset: list[str] = Field(
+        default_factory=list,
+        description="Datasets by name from a LLaMA-Factory dataset_info.json in data.dataset_dir (e.g. 'a,b').",
+    )
+    dataset_dir: str | None = Field(None, description="Folder holding dataset_info.json and its data files.")
+    eval: list[str] = Field(
+        default_factory=list, description="Separate validation data (files or names); replaces the val_size split."
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "prompt_completion", "text"] = Field(
+        "auto", description="Row format; auto detects it per row from its keys."
+    )
+    template: str | None = Field(
+        None, description="Bundled chat template (chatml, llama3, mistral, gemma) for a tokenizer without one."
+    )
+    cutoff_len: int = Field(512, ge=16, description="Maximum tokens per sample.")
+    overlength: Literal["truncate", "drop"] = Field(
+        "truncate", description="What to do with samples over cutoff_len: cut them (counted) or drop them."
+    )
+    min_tokens: int = Field(0, ge=0, description="Drop samples shorter than this many tokens.")
     val_size: float = Field(
         0.1, ge=0, description="Validation split: a fraction (< 1) or a number of samples (>= 1); 0 disables it."
     )
@@ -58,19 +76,47 @@ class DataSection(Section):
         default_factory=dict, description="Values for {{name}}-style placeholders in the data (e.g. name, author)."
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many rows from each file.")
+    shuffle: bool = Field(True, description="Pick max_samples rows and mixed rows at random (seeded), not the first.")
+    dedup: Literal["none", "exact", "normalized"] = Field(
+        "exact",
+        description="Drop repeated rows: exact copies, or also rows equal after normalising case, spaces and "
+        "punctuation; none only reports them.",
+    )
+    keep_thinking: bool = Field(True, description="Keep <think>…</think> reasoning in assistant answers.")
+    train_on_prompt: bool = Field(False, description="Supervise every token, prompts included.")
+    mask_history: bool = Field(False, description="Supervise only the last assistant turn of each conversation.")
+    max_drop_ratio: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Stop with an error when more than this share of rows is unusable (duplicates not counted).",
+    )
+    mix_ratios: list[float] | None = Field(
+        None, description="Sample the datasets to these ratios (e.g. [7, 3]) instead of concatenating them."
+    )
+    cache: bool = Field(True, description="Reuse tokenised data cached by content hash under $TUNEFORGE_HOME.")
     replay: ReplaySection | None = Field(
         None,
         description="Self-replay against forgetting: mix in the base model's own answers to general prompts "
         "(generated once, cached under $TUNEFORGE_HOME).",
     )
     packing: bool = Field(
-        True, description="Pack samples into one sequence per batch (no padding, no attention across samples)."
+        True, description="Pack samples into sequences of cutoff_len (no padding, no attention across samples)."
     )
 
-    @field_validator("train", mode="before")
+    @field_validator("train", "dataset", "eval", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mix_ratios")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or any(r < 0 for r in value) or sum(value) <= 0):
+            raise ValueError("mix_ratios must be non-negative numbers with a positive sum, e.g. [7, 3]")
+        return value
 
 
 class MethodSection(Section):

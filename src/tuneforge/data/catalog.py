@@ -7,18 +7,27 @@ from importlib import resources
 from pathlib import Path
 
 from tuneforge.data.files import SUPPORTED_SUFFIXES
+from tuneforge.data.formats import Columns
 from tuneforge.errors import UserError
 from tuneforge.registry import closest
 
-__all__ = ["DataSource", "bundled_names", "bundled_path", "resolve_sources"]
+__all__ = ["DataSource", "bundled_names", "bundled_path", "folder_files", "resolve_sources"]
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """One file to read, and the name it is reported under."""
+    """One file to read, the name it is reported under, and (from a catalog) its format and column mapping."""
 
     path: Path
     name: str
+    formatting: str | None = None
+    columns: Columns | None = None
+    group: str = ""
+
+    @property
+    def dataset(self) -> str:
+        """The dataset this file belongs to (a folder's files form one dataset)."""
+        return self.group or self.name
 
 
 def _bundled_dir() -> Path:
@@ -72,10 +81,15 @@ def resolve_sources(entries: list[str], base_dir: Path | None = None) -> list[Da
     for entry in entries:
         folder = next((c for c in _candidates(entry, base_dir) if c.is_dir()), None)
         if folder is None:
-            sources.append(DataSource(resolve_file(entry, base_dir), entry))
+            sources.append(DataSource(resolve_file(entry, base_dir), entry, group=entry))
             continue
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
-        if not files:
-            raise UserError(f"data folder {folder} holds no {' or '.join(SUPPORTED_SUFFIXES)} files")
-        sources += [DataSource(p, f"{entry}/{p.name}") for p in files]
+        sources += [DataSource(p, f"{entry}/{p.name}", group=entry) for p in folder_files(folder)]
     return sources
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The data files of a folder in name order; a folder without any is an error."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    if not files:
+        raise UserError(f"data folder {folder} holds no data files ({', '.join(SUPPORTED_SUFFIXES)})")
+    return files

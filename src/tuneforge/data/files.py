@@ -1,7 +1,12 @@
-"""Read data files row by row, keeping each row's line number for error reports."""
+"""Read data files row by row, keeping each row's location (line or row number) for error reports.
+
+JSON (an array, or JSON Lines), JSONL, CSV (header row), Parquet and plain text (one document per non-empty line,
+read as {"text": line}, the way continued-pretraining corpora are laid out).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,18 +15,23 @@ from typing import Any
 
 from tuneforge.errors import UserError
 
-__all__ = ["RawRow", "read_rows"]
+__all__ = ["SUPPORTED_SUFFIXES", "RawRow", "read_rows"]
 
-SUPPORTED_SUFFIXES = (".json", ".jsonl")
+SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 
 
 @dataclass
 class RawRow:
-    """One row of a file: the parsed value (or the JSON error) and the line it starts on."""
+    """One row of a file: the parsed value (or the reason it could not be parsed) and where it starts."""
 
     line: int
     value: Any = None
     error: str | None = None
+    unit: str = "line"
+
+    def where(self, path: Path | str) -> str:
+        """`file:line` (or `file:row N` for Parquet) — the location printed in every report."""
+        return f"{path}:{self.line}" if self.unit == "line" else f"{path}:{self.unit} {self.line}"
 
 
 def _json_array_rows(text: str, path: Path) -> Iterator[RawRow]:
@@ -40,7 +50,8 @@ def _json_array_rows(text: str, path: Path) -> Iterator[RawRow]:
             value, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as err:
             raise UserError(
-                f"{path}:{err.lineno}: invalid JSON ({err.msg}); the file cannot be read past it"
+                f"{path}:{err.lineno}: invalid JSON ({err.msg}); the file cannot be read past it. "
+                "Fix that line, or store the data as JSON Lines (.jsonl) so one bad row only drops that row"
             ) from None
         yield RawRow(line=line, value=value)
 
@@ -55,17 +66,57 @@ def _jsonl_rows(text: str) -> Iterator[RawRow]:
             yield RawRow(line=number, error=f"malformed JSON ({err.msg} at column {err.colno})")
 
 
+def _csv_rows(text: str) -> Iterator[RawRow]:
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    start = 2
+    for row in reader:
+        if None in row:
+            yield RawRow(line=start, error=f"more fields than the {len(reader.fieldnames or [])} header columns")
+        else:
+            yield RawRow(line=start, value=dict(row))
+        start = reader.line_num + 1
+
+
+def _text_rows(text: str) -> Iterator[RawRow]:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if raw.strip():
+            yield RawRow(line=number, value={"text": raw})
+
+
+def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several unrelated types for a bad file
+        raise UserError(f"cannot read Parquet file {path}: {err}") from None
+    for number, value in enumerate(table.to_pylist(), start=1):
+        yield RawRow(line=number, value=value, unit="row")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read data file {path}: {err}. Data files must be UTF-8 text") from None
+
+
 def read_rows(path: Path) -> Iterator[RawRow]:
-    """Rows of a .json (array or JSON Lines) or .jsonl file; unreadable files raise a UserError."""
+    """Rows of a supported data file; a missing or unreadable file raises a UserError."""
     if not path.is_file():
         raise UserError(f"data file {path} not found")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise UserError(f"{path}: unsupported file type {path.suffix!r}; use {' or '.join(SUPPORTED_SUFFIXES)}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read data file {path}: {err}") from None
-    if text.lstrip().startswith("["):
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UserError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
+    text = _read_text(path)
+    if suffix == ".csv":
+        yield from _csv_rows(text)
+    elif suffix == ".txt":
+        yield from _text_rows(text)
+    elif text.lstrip().startswith("["):
         yield from _json_array_rows(text, path)
     else:
         yield from _jsonl_rows(text)

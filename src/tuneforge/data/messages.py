@@ -1,22 +1,33 @@
-"""The one internal form of a training sample: a conversation of role/content messages."""
+"""The one internal form of a training sample: a conversation of role/content messages.
+
+Every format becomes a `Conversation`. Besides plain chat data it carries the other sample kinds:
+preference pairs (`chosen` / `rejected` answers to the conversation so far), KTO rows (`label` marks the final
+answer desirable or not) and raw text for continued pretraining (`text`, no messages).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ROLES", "Conversation", "Message", "RowError"]
+__all__ = ["ROLES", "Conversation", "Message", "RowError", "SampleKind"]
 
 ROLES = ("system", "user", "assistant", "tool")
+
+SampleKind = Literal["chat", "preference", "kto", "text"]
 
 
 @dataclass
 class Message:
-    """One chat turn. Assistant turns may carry tool calls ({"name", "arguments"}); `tool` turns carry results."""
+    """One chat turn. Assistant turns may carry tool calls ({"name", "arguments"}); `tool` turns carry results.
+
+    `weight` 0 excludes an assistant turn from the loss (OpenAI fine-tuning's per-message weight).
+    """
 
     role: str
     content: str
     tool_calls: list[dict[str, Any]] | None = None
+    weight: float | None = None
 
     def to_template(self) -> dict[str, Any]:
         """The dict form chat templates take (OpenAI/transformers tool-call layout)."""
@@ -34,11 +45,36 @@ class Conversation:
     source: str = "<memory>"
     dataset: str = ""
     tools: list[dict[str, Any]] | None = None
+    chosen: Message | None = None
+    rejected: Message | None = None
+    label: bool | None = None
+    text: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> SampleKind:
+        """chat, preference (chosen/rejected), kto (labelled) or text (raw, for continued pretraining)."""
+        if self.text is not None:
+            return "text"
+        if self.chosen is not None:
+            return "preference"
+        if self.label is not None:
+            return "kto"
+        return "chat"
 
     def to_template(self) -> list[dict[str, Any]]:
         """The list-of-dicts form chat templates take."""
         return [m.to_template() for m in self.messages]
+
+    def content_key(self) -> str:
+        """Every piece of text the sample holds, in order (for duplicate detection)."""
+        parts = [self.text or "", repr(self.tools or "")]
+        for message in [*self.messages, self.chosen, self.rejected]:
+            if message is not None:
+                parts.append(f"{message.role}\x1f{message.content}\x1f{message.tool_calls or ''}")
+        if self.label is not None:
+            parts.append(str(self.label))
+        return "\x1e".join(parts)
 
 
 class RowError(ValueError):

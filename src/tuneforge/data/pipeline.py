@@ -1,25 +1,36 @@
-"""load → parse → check → render → split: the data path of a run, counting every row's fate."""
+"""read → parse → clean → render → mix → split: the data path of a run, counting every row's fate."""
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tuneforge.data.catalog import DataSource, resolve_sources
 from tuneforge.data.files import RawRow, read_rows
 from tuneforge.data.formats import FORMATS, detect_format
-from tuneforge.data.formats.base import check_roles
-from tuneforge.data.messages import Conversation, RowError
-from tuneforge.data.quality import DataReport
-from tuneforge.data.render import RenderedSample, render_conversation
+from tuneforge.data.formats.base import check_answer, check_roles
+from tuneforge.data.messages import Conversation, Message, RowError
+from tuneforge.data.quality import DataReport, DuplicateFinder
+from tuneforge.data.render import MaskOptions, RenderedSample, render_sample
 from tuneforge.errors import UserError
 
-__all__ = ["PreparedData", "fill_placeholders", "load_conversations", "prepare_samples", "split_validation"]
+__all__ = [
+    "CleaningOptions",
+    "PreparedData",
+    "fill_placeholders",
+    "load_conversations",
+    "mix_datasets",
+    "prepare_samples",
+    "split_validation",
+    "strip_thinking",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_THINKING = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 
 
 @dataclass
@@ -29,6 +40,19 @@ class PreparedData:
     train: list[RenderedSample]
     val: list[RenderedSample]
     report: DataReport = field(default_factory=DataReport)
+
+
+@dataclass(frozen=True)
+class CleaningOptions:
+    """How rows are read and cleaned before rendering (from the data config section)."""
+
+    fmt: str = "auto"
+    variables: dict[str, str] = field(default_factory=dict)
+    max_samples: int | None = None
+    keep_thinking: bool = True
+    dedup: str = "exact"
+    shuffle: bool = True
+    seed: int = 42
 
 
 def fill_placeholders(value: Any, variables: dict[str, str]) -> Any:
@@ -42,26 +66,71 @@ def fill_placeholders(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
+def strip_thinking(message: Message | None) -> Message | None:
+    """The message without <think>…</think> blocks (assistant turns only)."""
+    if message is None or message.role != "assistant" or "<think>" not in message.content:
+        return message
+    return replace(message, content=_THINKING.sub("", message.content))
+
+
 def _unfilled(conversation: Conversation) -> str | None:
-    for message in conversation.messages:
-        found = _PLACEHOLDER.search(message.content)
+    texts = [conversation.text or ""] + [m.content for m in conversation.messages]
+    texts += [m.content for m in (conversation.chosen, conversation.rejected) if m is not None]
+    for text in texts:
+        found = _PLACEHOLDER.search(text)
         if found:
             return found.group(1)
     return None
 
 
-def _parse_row(raw: RawRow, source: DataSource, fmt: str, variables: dict[str, str]) -> Conversation:
-    where = f"{source.path}:{raw.line}"
+def _row_format(raw: RawRow, source: DataSource, fmt: str) -> str:
+    chosen = source.formatting or fmt
+    if chosen != "auto":
+        return chosen
+    detected = detect_format(raw.value)
+    if detected is None:
+        raise RowError("unknown format", f"cannot tell the format from keys {sorted(raw.value)[:6]}")
+    return detected
+
+
+def _validate(conversation: Conversation) -> None:
+    if conversation.kind == "text":
+        if not (conversation.text or "").strip():
+            raise RowError("empty text", "the text is empty")
+        return
+    if conversation.kind == "preference":
+        check_roles(conversation.messages, needs_answer=False)
+        check_answer(conversation.chosen, "chosen")
+        check_answer(conversation.rejected, "rejected")
+        return
+    check_roles(conversation.messages)
+
+
+def parse_row(raw: RawRow, source: DataSource, options: CleaningOptions) -> Conversation:
+    """One raw row → a checked Conversation; a RowError says why the row cannot be used."""
+    where = raw.where(source.path)
     if raw.error:
-        raise RowError("malformed JSON", raw.error)
+        raise RowError("malformed JSON" if source.path.suffix.lower() != ".csv" else "malformed row", raw.error)
     if not isinstance(raw.value, dict):
         raise RowError("malformed row", f"expected an object, got {type(raw.value).__name__}")
-    row_format = fmt if fmt != "auto" else detect_format(raw.value)
-    if row_format is None:
-        raise RowError("unknown format", f"cannot tell the format from keys {sorted(raw.value)[:6]}")
-    parsed = FORMATS.get(row_format)(fill_placeholders(raw.value, variables))
-    check_roles(parsed.messages)
-    conversation = Conversation(parsed.messages, source=where, dataset=source.name, tools=parsed.tools)
+    row_format = _row_format(raw, source, options.fmt)
+    parser = FORMATS.get(row_format)
+    value = fill_placeholders(raw.value, options.variables)
+    parsed = parser(value, source.columns) if source.columns is not None else parser(value)
+    conversation = Conversation(
+        parsed.messages,
+        source=where,
+        dataset=source.dataset,
+        tools=parsed.tools,
+        chosen=parsed.chosen,
+        rejected=parsed.rejected,
+        label=parsed.label,
+        text=parsed.text,
+    )
+    if not options.keep_thinking:
+        conversation.messages = [strip_thinking(m) for m in conversation.messages]  # type: ignore[misc]
+        conversation.chosen, conversation.rejected = strip_thinking(parsed.chosen), strip_thinking(parsed.rejected)
+    _validate(conversation)
     missing = _unfilled(conversation)
     if missing:
         raise UserError(
@@ -71,6 +140,55 @@ def _parse_row(raw: RawRow, source: DataSource, fmt: str, variables: dict[str, s
     return conversation
 
 
+def _selected_rows(source: DataSource, options: CleaningOptions, report: DataReport) -> list[RawRow]:
+    rows = list(read_rows(source.path))
+    limit = options.max_samples
+    if limit is None or len(rows) <= limit:
+        return rows
+    if options.shuffle:
+        keep = sorted(random.Random(options.seed).sample(range(len(rows)), limit))
+        rows = [rows[i] for i in keep]
+    else:
+        rows = rows[:limit]
+    report.notes.append(f"{source.name}: data.max_samples={limit} used {limit} of its rows")
+    return rows
+
+
+def read_sources(
+    sources: list[DataSource], options: CleaningOptions, report: DataReport, finder: DuplicateFinder | None = None
+) -> list[Conversation]:
+    """Every usable row of every source; bad rows and duplicates are counted in the report, never lost."""
+    finder = finder or DuplicateFinder()
+    conversations: list[Conversation] = []
+    for source in sources:
+        for raw in _selected_rows(source, options, report):
+            report.total += 1
+            report.read_per_dataset[source.dataset] += 1
+            try:
+                conversation = parse_row(raw, source, options)
+            except RowError as err:
+                report.drop(raw.where(source.path), err.reason, err.detail)
+                continue
+            if _is_duplicate(conversation, finder, options.dedup, report):
+                continue
+            conversations.append(conversation)
+    return conversations
+
+
+def _is_duplicate(conversation: Conversation, finder: DuplicateFinder, dedup: str, report: DataReport) -> bool:
+    found = finder.check(conversation)
+    if found is None:
+        return False
+    reason, first = found
+    detail = f"same as {first}"
+    drop = dedup == "normalized" or (dedup == "exact" and reason == "exact duplicate")
+    if drop:
+        report.drop(conversation.source, reason, detail)
+    else:
+        report.flag(conversation.source, reason, detail)
+    return drop
+
+
 def load_conversations(
     entries: list[str],
     fmt: str = "auto",
@@ -78,42 +196,72 @@ def load_conversations(
     max_samples: int | None = None,
     base_dir: Path | None = None,
     report: DataReport | None = None,
+    **cleaning: Any,
 ) -> tuple[list[Conversation], DataReport]:
-    """Read every row of every source into Conversations; bad rows are counted in the report, never lost."""
+    """Read data files / folders / bundled names into Conversations (see `read_sources`)."""
     report = report or DataReport()
-    conversations: list[Conversation] = []
-    for source in resolve_sources(entries, base_dir):
-        for count, raw in enumerate(read_rows(source.path)):
-            if max_samples is not None and count >= max_samples:
-                break
-            report.total += 1
-            try:
-                conversations.append(_parse_row(raw, source, fmt, variables or {}))
-            except RowError as err:
-                report.drop(f"{source.path}:{raw.line}", err.reason, err.detail)
-    return conversations, report
+    options = CleaningOptions(fmt=fmt, variables=variables or {}, max_samples=max_samples, **cleaning)
+    return read_sources(resolve_sources(entries, base_dir), options, report), report
 
 
 def prepare_samples(
-    conversations: list[Conversation], tokenizer: Any, cutoff_len: int, report: DataReport
+    conversations: list[Conversation],
+    tokenizer: Any,
+    cutoff_len: int,
+    report: DataReport,
+    mask: MaskOptions | None = None,
+    overlength: str = "truncate",
+    min_tokens: int = 0,
 ) -> list[RenderedSample]:
     """Render conversations into samples; rows that cannot be rendered are counted, truncations reported."""
     samples = []
     for conversation in conversations:
         try:
-            sample = render_conversation(tokenizer, conversation, cutoff_len)
+            sample = render_sample(tokenizer, conversation, cutoff_len, mask)
         except RowError as err:
             report.drop(conversation.source, err.reason, err.detail)
             continue
+        if sample.truncated and overlength == "drop":
+            report.drop(conversation.source, "over the cutoff length", f"longer than data.cutoff_len={cutoff_len}")
+            continue
+        if len(sample.input_ids) < min_tokens:
+            report.drop(conversation.source, "too short", f"{len(sample.input_ids)} tokens < data.min_tokens")
+            continue
         if sample.truncated:
-            report.truncate(conversation.source, f"longer than data.cutoff_len={cutoff_len} tokens")
-        report.kept += 1
-        report.per_dataset[conversation.dataset] += 1
+            report.truncate(conversation.source, f"longer than data.cutoff_len={cutoff_len} tokens, cut to it")
+        report.keep(conversation.dataset, sample.truncated)
         samples.append(sample)
     if not samples:
         details = "; ".join(report.problems[:3])
         raise UserError(f"no training samples left after filtering ({report.summary()}). First problems: {details}")
     return samples
+
+
+def mix_datasets(
+    samples: list[RenderedSample], order: list[str], ratios: list[float] | None, seed: int, report: DataReport
+) -> list[RenderedSample]:
+    """Concatenate, or sample the datasets named in `order` to `ratios` (largest mix without repeating rows).
+
+    Samples of datasets not in `order` (e.g. self-replay) are always kept in full. The realised mix is noted.
+    """
+    if not ratios:
+        return samples
+    groups: dict[str, list[RenderedSample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.dataset].append(sample)
+    weights = [r / sum(ratios) for r in ratios]
+    total = min(len(groups[name]) / weight for name, weight in zip(order, weights, strict=True) if weight > 0)
+    rng = random.Random(seed)
+    mixed = [s for s in samples if s.dataset not in order]
+    counts = {}
+    for name, weight in zip(order, weights, strict=True):
+        counts[name] = min(len(groups[name]), int(round(total * weight)))
+        mixed += rng.sample(groups[name], counts[name])
+    used = sum(counts.values()) or 1
+    shares = ", ".join(f"{name} {count} ({100 * count / used:.1f}%)" for name, count in counts.items())
+    report.notes.append(f"mix {':'.join(f'{r:g}' for r in ratios)} realised as {shares}")
+    report.mixed = counts
+    return mixed
 
 
 def split_validation(

@@ -9,24 +9,50 @@ inside an assistant span.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tuneforge.data.messages import Conversation, RowError
+from tuneforge.data.messages import Conversation, Message, RowError
 
-__all__ = ["IGNORE_INDEX", "RenderedSample", "assistant_spans", "render_conversation", "render_text"]
+__all__ = [
+    "IGNORE_INDEX",
+    "MaskOptions",
+    "RenderedSample",
+    "assistant_spans",
+    "render_conversation",
+    "render_sample",
+    "render_text",
+]
 
 IGNORE_INDEX = -100
 
 
+@dataclass(frozen=True)
+class MaskOptions:
+    """Which tokens carry the loss: assistant turns (default), every token, or only the last assistant turn.
+
+    Assistant messages with `weight` 0 are never supervised (unless `train_on_prompt` supervises everything).
+    """
+
+    train_on_prompt: bool = False
+    mask_history: bool = False
+
+
 @dataclass
 class RenderedSample:
-    """Token ids and labels (IGNORE_INDEX where no loss is taken) of one conversation."""
+    """Token ids and labels (IGNORE_INDEX where no loss is taken) of one sample.
+
+    A preference sample holds the chosen answer and, in `rejected`, the rejected one; a KTO sample its `label`.
+    """
 
     input_ids: list[int]
     labels: list[int]
     source: str = ""
     truncated: bool = False
+    dataset: str = ""
+    kind: str = "chat"
+    label: bool | None = None
+    rejected: RenderedSample | None = None
 
     @property
     def supervised_tokens(self) -> int:
@@ -72,12 +98,14 @@ def render_text(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = Non
     return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation)
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None) -> tuple[str, list[range]]:
-    """The full rendered text and the character ranges each assistant turn adds to it."""
+def assistant_spans(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None, supervised: set[int] | None = None
+) -> tuple[str, list[range]]:
+    """The full rendered text and the character ranges each (supervised) assistant turn adds to it."""
     full = render_text(tokenizer, messages, tools)
     spans = []
     for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or (supervised is not None and index not in supervised):
             continue
         before = render_text(tokenizer, messages[:index], tools, generation=True)
         upto = render_text(tokenizer, messages[: index + 1], tools)
@@ -91,20 +119,90 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], tools: Any =
     return full, spans
 
 
-def render_conversation(tokenizer: Any, conversation: Conversation, cutoff_len: int) -> RenderedSample:
-    """Tokenize `conversation` with the model's template; labels only on assistant turns; cut at `cutoff_len`."""
+def _supervised_turns(conversation: Conversation, options: MaskOptions) -> set[int]:
+    """Indexes of the assistant messages that carry the loss."""
+    turns = [i for i, m in enumerate(conversation.messages) if m.role == "assistant" and m.weight != 0]
+    return set(turns[-1:]) if options.mask_history else set(turns)
+
+
+def _cut(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int], bool]:
+    truncated = len(input_ids) > cutoff_len
+    return input_ids[:cutoff_len], labels[:cutoff_len], truncated
+
+
+def render_conversation(
+    tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
+) -> RenderedSample:
+    """Tokenize `conversation` with the model's template; labels on assistant turns; cut at `cutoff_len`."""
+    options = options or MaskOptions()
     messages, tools = _template_inputs(tokenizer, conversation)
-    text, spans = assistant_spans(tokenizer, messages, tools)
+    shift = len(messages) - len(conversation.messages)  # a system message added for tool definitions
+    supervised = {index + shift for index in _supervised_turns(conversation, options)}
+    text, spans = assistant_spans(tokenizer, messages, tools, supervised)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
     labels = [IGNORE_INDEX] * len(input_ids)
     for position, (start, end) in enumerate(encoded["offset_mapping"]):
-        if end > start and any(start in span for span in spans):
+        if options.train_on_prompt or (end > start and any(start in span for span in spans)):
             labels[position] = input_ids[position]
-    truncated = len(input_ids) > cutoff_len
-    if truncated:
-        input_ids, labels = input_ids[:cutoff_len], labels[:cutoff_len]
+    input_ids, labels, truncated = _cut(input_ids, labels, cutoff_len)
     if all(label == IGNORE_INDEX for label in labels):
-        reason = "all labels masked after truncation" if truncated else "all labels masked"
-        raise RowError(reason, f"no assistant token within the first {cutoff_len} tokens")
-    return RenderedSample(input_ids, labels, source=conversation.source, truncated=truncated)
+        if truncated:
+            raise RowError("all labels masked", f"no assistant token within the first {cutoff_len} tokens")
+        raise RowError("all labels masked", "no assistant turn is supervised (all have weight 0)")
+    return RenderedSample(
+        input_ids,
+        labels,
+        source=conversation.source,
+        truncated=truncated,
+        dataset=conversation.dataset,
+        kind=conversation.kind,
+        label=conversation.label,
+    )
+
+
+def render_raw_text(tokenizer: Any, conversation: Conversation, cutoff_len: int) -> RenderedSample:
+    """Continued-pretraining text: BOS (when the tokenizer uses one) + text + EOS, every token supervised."""
+    text = conversation.text or ""
+    if not text.strip():
+        raise RowError("empty text", "the text is empty")
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids.append(tokenizer.eos_token_id)
+    input_ids, labels, truncated = _cut(ids, list(ids), cutoff_len)
+    return RenderedSample(
+        input_ids, labels, source=conversation.source, truncated=truncated, dataset=conversation.dataset, kind="text"
+    )
+
+
+def _with_answer(conversation: Conversation, answer: Message) -> Conversation:
+    return replace(conversation, messages=[*conversation.messages, answer], chosen=None, rejected=None)
+
+
+def render_preference(
+    tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
+) -> RenderedSample:
+    """The prompt + chosen answer, with the prompt + rejected answer in `rejected`; only the answers supervised."""
+    answer_only = MaskOptions(train_on_prompt=False, mask_history=True)
+    if options is not None and options.train_on_prompt:
+        answer_only = options
+    assert conversation.chosen is not None and conversation.rejected is not None
+    chosen = render_conversation(tokenizer, _with_answer(conversation, conversation.chosen), cutoff_len, answer_only)
+    rejected = render_conversation(
+        tokenizer, _with_answer(conversation, conversation.rejected), cutoff_len, answer_only
+    )
+    chosen.kind, rejected.kind = "preference", "preference"
+    chosen.rejected = rejected
+    chosen.truncated = chosen.truncated or rejected.truncated
+    return chosen
+
+
+def render_sample(
+    tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
+) -> RenderedSample:
+    """Render any sample kind: chat and KTO conversations, preference pairs, raw text."""
+    if conversation.kind == "text":
+        return render_raw_text(tokenizer, conversation, cutoff_len)
+    if conversation.kind == "preference":
+        return render_preference(tokenizer, conversation, cutoff_len, options)
+    return render_conversation(tokenizer, conversation, cutoff_len, options)

@@ -1,31 +1,57 @@
-"""Alpaca rows: instruction, input, output; optional system and history ([[user, assistant], ...])."""
+"""Alpaca rows: instruction, input, output; optional system, history ([[user, assistant], ...]) and tools.
+
+With LLaMA-Factory `columns` the same layout covers preference data (chosen/rejected strings), KTO (a label
+column) and raw text (a prompt column and no response: the text itself).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.data.formats.base import FORMATS, ParsedRow, require_text
+from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, require_text
+from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import Message, RowError
 
 __all__ = ["parse_alpaca"]
 
+_DEFAULT = Columns()
+
+
+def _prompt(row: dict[str, Any], columns: Columns) -> str:
+    instruction = require_text(row, columns.prompt) if columns.prompt else ""
+    extra = columns.get(row, "query") or ""
+    if not isinstance(extra, str):
+        raise RowError("malformed field", f"field {columns.query!r} must be a string")
+    return f"{instruction}\n\n{extra}" if instruction.strip() and extra.strip() else instruction or extra
+
+
+def _history(row: dict[str, Any], columns: Columns) -> list[Message]:
+    messages = []
+    for pair in columns.get(row, "history") or []:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise RowError("malformed field", f"each {columns.history!r} item must be [user, assistant] strings")
+        messages += [Message("user", pair[0]), Message("assistant", pair[1])]
+    return messages
+
+
+def _answer(row: dict[str, Any], column: str) -> Message:
+    return Message("assistant", require_text(row, column))
+
 
 @FORMATS.register("alpaca")
-def parse_alpaca(row: dict[str, Any]) -> ParsedRow:
+def parse_alpaca(row: dict[str, Any], columns: Columns = _DEFAULT) -> ParsedRow:
     """Convert one Alpaca row; `input`, when present, follows the instruction after a blank line."""
-    instruction = require_text(row, "instruction")
-    output = require_text(row, "output")
-    extra = row.get("input") or ""
-    if not isinstance(extra, str):
-        raise RowError("malformed field", "field 'input' must be a string")
-    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    ranking = columns.chosen in row and columns.rejected in row if columns.chosen and columns.rejected else False
+    if columns.response is None and not ranking and columns.prompt:
+        return ParsedRow([], text=require_text(row, columns.prompt))
     messages: list[Message] = []
-    system = row.get("system")
+    system = columns.get(row, "system")
     if isinstance(system, str) and system.strip():
         messages.append(Message("system", system))
-    for pair in row.get("history") or []:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise RowError("malformed field", "each 'history' item must be [user, assistant] strings")
-        messages += [Message("user", pair[0]), Message("assistant", pair[1])]
-    messages += [Message("user", prompt), Message("assistant", output)]
-    return ParsedRow(messages)
+    messages += _history(row, columns)
+    messages.append(Message("user", _prompt(row, columns)))
+    tools = parse_tools(columns.get(row, "tools"))
+    if ranking:
+        return ParsedRow(messages, tools, _answer(row, columns.chosen), _answer(row, columns.rejected))
+    messages.append(_answer(row, columns.response or "output"))
+    return ParsedRow(messages, tools, label=kto_label(columns.get(row, "kto_tag")))

@@ -1,24 +1,65 @@
-"""The format registry, automatic detection and checks shared by all formats."""
+"""The format registry, column mapping, automatic detection and checks shared by all formats."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from tuneforge.data.messages import Message, RowError
 from tuneforge.registry import Registry
 
-__all__ = ["FORMATS", "ParsedRow", "RowParser", "check_roles", "detect_format", "require_text"]
+__all__ = [
+    "FORMATS",
+    "Columns",
+    "ParsedRow",
+    "RowParser",
+    "check_roles",
+    "detect_format",
+    "kto_label",
+    "require_text",
+]
 
-RowParser = Callable[[dict[str, Any]], "ParsedRow"]
+
+@dataclass(frozen=True)
+class Columns:
+    """Which field of a row holds what (LLaMA-Factory's `columns` and `tags`); None means the row has no such field.
+
+    Alpaca layout: prompt, query, response, history, system, tools; ShareGPT/OpenAI layout: messages, system, tools
+    with role/content tags; preference data: chosen, rejected; KTO: kto_tag; raw text: text.
+    """
+
+    prompt: str | None = "instruction"
+    query: str | None = "input"
+    response: str | None = "output"
+    history: str | None = "history"
+    system: str | None = "system"
+    tools: str | None = "tools"
+    messages: str | None = None
+    chosen: str | None = "chosen"
+    rejected: str | None = "rejected"
+    kto_tag: str | None = "label"
+    text: str | None = "text"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def get(self, row: dict[str, Any], key: str) -> Any:
+        """The row's value for column `key` (None when unmapped or absent)."""
+        column = getattr(self, key)
+        return row.get(column) if column else None
 
 
 class ParsedRow(NamedTuple):
-    """What a format parser returns: the messages and, for tool-calling data, the tool definitions."""
+    """What a format parser returns."""
 
     messages: list[Message]
     tools: list[dict[str, Any]] | None = None
+    chosen: Message | None = None
+    rejected: Message | None = None
+    label: bool | None = None
+    text: str | None = None
 
+
+RowParser = Callable[[dict[str, Any], Columns], ParsedRow]
 
 FORMATS: Registry[RowParser] = Registry("data format")
 
@@ -31,14 +72,18 @@ def detect_format(row: Any) -> str | None:
         return "openai"
     if "conversations" in row:
         return "sharegpt"
-    if "instruction" in row and "output" in row:
+    if "instruction" in row and ("output" in row or "chosen" in row):
         return "alpaca"
+    if "chosen" in row and "rejected" in row or "completion" in row:
+        return "prompt_completion"
+    if "text" in row:
+        return "text"
     return None
 
 
 def require_text(row: dict[str, Any], key: str) -> str:
     """row[key] as a string, or a RowError naming the missing or malformed field."""
-    if key not in row:
+    if key not in row or row[key] is None:
         raise RowError("missing field", f"missing field {key!r}")
     value = row[key]
     if not isinstance(value, str):
@@ -46,8 +91,24 @@ def require_text(row: dict[str, Any], key: str) -> str:
     return value
 
 
-def check_roles(messages: list[Message]) -> None:
-    """Require [system] user, then assistant turns answering users or tool results, ending with an answer."""
+def kto_label(value: Any) -> bool | None:
+    """A KTO desirable/undesirable label from bool, 0/1 or true/false text; None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise RowError("malformed field", f"KTO label must be true or false, got {value!r}")
+
+
+def check_roles(messages: list[Message], needs_answer: bool = True) -> None:
+    """Require [system] user, then assistant turns answering users or tool results.
+
+    With `needs_answer` the conversation must end with an assistant answer; preference rows end with the prompt.
+    """
     turns = messages[1:] if messages and messages[0].role == "system" else messages
     if not turns:
         raise RowError("empty conversation", "no user/assistant messages")
@@ -64,8 +125,25 @@ def check_roles(messages: list[Message]) -> None:
             expected = " or ".join(sorted(allowed_after[previous]))
             raise RowError("wrong role order", f"message {index + 1} is {message.role!r}, expected {expected}")
         previous = "call" if message.tool_calls else message.role
-        if message.role in ("user", "assistant") and not message.content.strip() and not message.tool_calls:
-            reason = "empty answer" if message.role == "assistant" else "empty prompt"
-            raise RowError(reason, f"message {index + 1} ({message.role}) is empty")
-    if previous != "assistant":
+        _check_not_empty(message, index)
+    if needs_answer and previous != "assistant":
         raise RowError("wrong role order", "the conversation must end with an assistant answer")
+    if not needs_answer and previous not in ("user", "tool"):
+        raise RowError("wrong role order", "a preference prompt must end with a user (or tool) message")
+
+
+def _check_not_empty(message: Message, index: int) -> None:
+    if message.role in ("user", "assistant") and not message.content.strip() and not message.tool_calls:
+        reason = "empty answer" if message.role == "assistant" else "empty prompt"
+        raise RowError(reason, f"message {index + 1} ({message.role}) is empty")
+
+
+def check_answer(message: Message | None, which: str) -> Message:
+    """A chosen/rejected answer must exist, come from the assistant and not be empty."""
+    if message is None:
+        raise RowError("missing field", f"missing the {which} answer")
+    if message.role != "assistant":
+        raise RowError("wrong role order", f"the {which} answer comes from {message.role!r}, expected assistant")
+    if not message.content.strip() and not message.tool_calls:
+        raise RowError("empty answer", f"the {which} answer is empty")
+    return message
