@@ -11,7 +11,7 @@ import torch
 
 from tuneforge.errors import UserError
 
-__all__ = ["LoadedModel", "load_gguf", "load_model", "resolve_dtype"]
+__all__ = ["load_tokenizer", "LoadedModel", "load_gguf", "load_model", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +114,22 @@ def _load_hub(repo_id: str, dtype: torch.dtype, attn: str, trust_remote_code: bo
             f"cannot load {repo_id!r} from the Hugging Face hub or its cache ({str(err).splitlines()[0]}). "
             "Offline, pass a local folder or .gguf file instead."
         ) from None
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """Only the tokenizer of a model (no weights) where the source allows it; the run's tokenizer for a run dir."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.zoo import ZOO, ensure_cached
+
+    path = Path(name_or_path).expanduser()
+    if name_or_path in ZOO:
+        folder: Path | str = ensure_cached(ZOO[name_or_path])
+    elif path.is_dir() and (path / "model" / "tokenizer_config.json").is_file():
+        folder = path / "model"
+    elif path.is_dir() and (path / "tokenizer_config.json").is_file():
+        folder = path
+    else:
+        return load_model(name_or_path, trust_remote_code=trust_remote_code).tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    return _prepare_tokenizer(tokenizer)

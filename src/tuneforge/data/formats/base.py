@@ -72,7 +72,7 @@ def detect_format(row: Any) -> str | None:
         return "openai"
     if "conversations" in row:
         return "sharegpt"
-    if "instruction" in row and ("output" in row or "chosen" in row):
+    if "instruction" in row:
         return "alpaca"
     if "chosen" in row and "rejected" in row or "completion" in row:
         return "prompt_completion"
