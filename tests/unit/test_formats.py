@@ -261,7 +261,10 @@ def test_detect_format():
     assert detect_format({"messages": []}) == "openai"
     assert detect_format({"conversations": []}) == "sharegpt"
     assert detect_format({"instruction": "a", "output": "b"}) == "alpaca"
-    assert detect_format({"instruction": "a"}) is None
+    assert detect_format({"instruction": "a"}) == "alpaca"  # the parser then names the missing field
+    assert detect_format({"prompt": "a", "chosen": "b", "rejected": "c"}) == "prompt_completion"
+    assert detect_format({"text": "a"}) == "text"
+    assert detect_format({"question": "a"}) is None
     assert detect_format([1, 2]) is None
 
 
@@ -360,11 +363,11 @@ def test_bad_openai_rows_are_reported_with_file_and_line(tmp_path):
     assert report.summary().startswith("kept 0 + truncated 0 + dropped 7 = 8 rows (dropped: wrong role order 3")
 
 
-def test_missing_output_with_auto_format_is_an_unknown_format(tmp_path):
+def test_missing_output_with_auto_format_names_the_field(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y"}, {"instruction": "no output"}])
     conversations, report = load_conversations([str(path)])
     assert len(conversations) == 1
-    assert report.problems == [f"{path}:2: unknown format: cannot tell the format from keys ['instruction']"]
+    assert report.problems == [f"{path}:2: missing field: missing field 'output'"]
 
 
 def test_json_array_reports_the_line_where_the_element_starts(tmp_path):

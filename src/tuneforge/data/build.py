@@ -31,7 +31,7 @@ from tuneforge.errors import UserError
 __all__ = ["build_dataset", "check_drop_ratio", "data_cache_dir", "data_sources", "tokenizer_fingerprint"]
 
 CACHE_VERSION = 1
-_NOT_ERRORS = {"exact duplicate", "near-duplicate", "too short", "over the cutoff length"}
+_NOT_ERRORS = {"exact duplicate", "near-duplicate", "too short", "over the cutoff length", "left out by the mix"}
 
 
 def data_cache_dir() -> Path:

@@ -7,6 +7,7 @@ read as {"text": line}, the way continued-pretraining corpora are laid out).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ def _json_array_rows(text: str, path: Path) -> Iterator[RawRow]:
 
 
 def _jsonl_rows(text: str) -> Iterator[RawRow]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines also breaks at U+2028/U+2029 and other separators valid inside JSON strings
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -67,14 +69,21 @@ def _jsonl_rows(text: str) -> Iterator[RawRow]:
 
 
 def _csv_rows(text: str) -> Iterator[RawRow]:
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    start = 2
-    for row in reader:
-        if None in row:
-            yield RawRow(line=start, error=f"more fields than the {len(reader.fieldnames or [])} header columns")
+    # csv.reader (not DictReader) so that blank lines, which DictReader skips silently, still advance the start line
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    end = reader.line_num
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue
+        if len(fields) > len(header):
+            yield RawRow(line=start, error=f"more fields than the {len(header)} header columns")
         else:
-            yield RawRow(line=start, value=dict(row))
-        start = reader.line_num + 1
+            padded: list[str | None] = [*fields, *[None] * (len(header) - len(fields))]  # missing fields are None
+            yield RawRow(line=start, value=dict(zip(header, padded, strict=True)))
 
 
 def _text_rows(text: str) -> Iterator[RawRow]:

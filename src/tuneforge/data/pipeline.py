@@ -225,7 +225,9 @@ def prepare_samples(
             report.drop(conversation.source, "over the cutoff length", f"longer than data.cutoff_len={cutoff_len}")
             continue
         if len(sample.input_ids) < min_tokens:
-            report.drop(conversation.source, "too short", f"{len(sample.input_ids)} tokens < data.min_tokens")
+            report.drop(
+                conversation.source, "too short", f"{len(sample.input_ids)} tokens < data.min_tokens={min_tokens}"
+            )
             continue
         if sample.truncated:
             report.truncate(conversation.source, f"longer than data.cutoff_len={cutoff_len} tokens, cut to it")
@@ -250,13 +252,22 @@ def mix_datasets(
     for sample in samples:
         groups[sample.dataset].append(sample)
     weights = [r / sum(ratios) for r in ratios]
+    empty = [name for name, weight in zip(order, weights, strict=True) if weight > 0 and not groups[name]]
+    if empty:  # its share of nothing would scale every other dataset down to nothing too
+        raise UserError(
+            f"data.mix_ratios gives {', '.join(empty)} a share, but no usable rows of it are left "
+            f"({report.summary()}); fix that data or give it ratio 0"
+        )
     total = min(len(groups[name]) / weight for name, weight in zip(order, weights, strict=True) if weight > 0)
     rng = random.Random(seed)
     mixed = [s for s in samples if s.dataset not in order]
     counts = {}
     for name, weight in zip(order, weights, strict=True):
         counts[name] = min(len(groups[name]), int(round(total * weight)))
-        mixed += rng.sample(groups[name], counts[name])
+        chosen = rng.sample(range(len(groups[name])), counts[name])
+        mixed += [groups[name][i] for i in chosen]
+        for index in sorted(set(range(len(groups[name]))) - set(chosen)):
+            report.unkeep(groups[name][index], "left out by the mix", f"data.mix_ratios uses {counts[name]} of {name}")
     used = sum(counts.values()) or 1
     shares = ", ".join(f"{name} {count} ({100 * count / used:.1f}%)" for name, count in counts.items())
     report.notes.append(f"mix {':'.join(f'{r:g}' for r in ratios)} realised as {shares}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from tuneforge.data.messages import Conversation
 
@@ -58,6 +59,15 @@ class DataReport:
         """Record a row that was kept but cut to the cutoff length."""
         self.truncated += 1
         self.issues.append(Problem(source, "over the cutoff length", detail, dropped=False))
+
+    def unkeep(self, sample: Any, reason: str, detail: str) -> None:
+        """Move an already kept sample to the dropped rows (e.g. one a mix ratio leaves out)."""
+        if sample.truncated:
+            self.truncated -= 1
+        else:
+            self.kept -= 1
+        self.per_dataset[sample.dataset] -= 1
+        self.drop(sample.source, reason, detail)
 
     def keep(self, dataset: str, truncated: bool) -> None:
         """Record a row that made it into the data (truncated rows are counted apart from kept)."""

@@ -79,7 +79,7 @@ def replay_conversations(
     prompts = _load_prompts(prompts_entry, limit, base_dir)
     cache = cache_dir / f"{_fingerprint(model, tokenizer, model_id, prompts, max_new_tokens)}.jsonl"
     if cache.is_file():
-        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").split("\n") if line.strip()]
         log.info("self-replay: reusing %d cached answers from %s", len(rows), cache)
     else:
         rows = _generate(model, tokenizer, prompts, max_new_tokens)
