@@ -271,3 +271,21 @@ def test_an_eval_file_change_misses_the_cache(tokenizer, tmp_path):
     write_jsonl(evaluation, rows("eval", 3))
     prepared, cached = build(tokenizer, tmp_path, cache_dir=cache, **options)
     assert cached is False and len(prepared.val) == 3
+
+
+def test_columns_and_tags_rename_fields_of_own_files(tokenizer, tmp_path):
+    write_jsonl(tmp_path / "qa.jsonl", [{"question": "Q1?", "answer": "A1."}, {"question": "Q2?", "answer": "A2."}])
+    prepared, _ = build(
+        tokenizer, tmp_path, train=["qa.jsonl"], columns={"prompt": "question", "response": "answer"}, val_size=0
+    )
+    texts = [tokenizer.decode(s.input_ids) for s in prepared.train]
+    assert any("Q1?" in t and "A1." in t for t in texts) and prepared.report.kept == 2
+
+    turns = [{"speaker": "customer", "text": "Hi"}, {"speaker": "agent", "text": "Hello, how can I help?"}]
+    write_jsonl(tmp_path / "chat.jsonl", [{"dialog": turns}])
+    tags = {"role_tag": "speaker", "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent"}
+    prepared, _ = build(
+        tokenizer, tmp_path, train=["chat.jsonl"], columns={"messages": "dialog"}, tags=tags, val_size=0
+    )
+    supervised = tokenizer.decode([t for t in prepared.train[0].labels if t != -100])
+    assert supervised.startswith("Hello, how can I help?")

@@ -61,6 +61,16 @@ class DataSection(Section):
     format: Literal["auto", "alpaca", "sharegpt", "openai", "prompt_completion", "text"] = Field(
         "auto", description="Row format; auto detects it per row from its keys."
     )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Rename fields of data.train files, LLaMA-Factory style: prompt, query, response, history, "
+        "messages, system, tools, chosen, rejected, kto_tag (e.g. {prompt: question, response: answer}).",
+    )
+    tags: dict[str, str] | None = Field(
+        None,
+        description="ShareGPT role/content tags of data.train files: role_tag, content_tag, user_tag, "
+        "assistant_tag, observation_tag, function_tag, system_tag.",
+    )
     template: str | None = Field(
         None, description="Bundled chat template (chatml, llama3, mistral, gemma) for a tokenizer without one."
     )

@@ -44,6 +44,8 @@ def data_cache_dir() -> Path:
 def data_sources(data: DataSection, base_dir: Path | None) -> list[DataSource]:
     """The files of `data.train` and of the catalog datasets in `data.dataset`."""
     sources = resolve_sources(data.train, base_dir) if data.train else []
+    if data.columns or data.tags:
+        sources = [_with_columns(source, data) for source in sources]
     if data.dataset:
         if not data.dataset_dir:
             raise UserError(
@@ -56,6 +58,25 @@ def data_sources(data: DataSection, base_dir: Path | None) -> list[DataSource]:
     if not sources:
         raise UserError("no training data: set data.train (files, folders, bundled names) or data.dataset")
     return sources
+
+
+def _with_columns(source: DataSource, data: DataSection) -> DataSource:
+    """Apply data.columns / data.tags to a data.train file, as a catalog entry would."""
+    from dataclasses import replace
+
+    from tuneforge.data.llamafactory import catalog_columns
+
+    formatting = data.format
+    if formatting == "auto":
+        formatting = "sharegpt" if data.tags or "messages" in (data.columns or {}) else "alpaca"
+    if formatting not in ("alpaca", "sharegpt"):
+        raise UserError(f"data.columns and data.tags apply to the alpaca and sharegpt formats, not {formatting!r}")
+    entry = {"formatting": formatting, "columns": data.columns, "tags": data.tags, "ranking": False}
+    if data.columns and "chosen" in data.columns:
+        entry["ranking"] = True
+    if data.columns is None:
+        entry.pop("columns")
+    return replace(source, formatting=formatting, columns=catalog_columns(entry))
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
