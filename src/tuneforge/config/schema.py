@@ -143,7 +143,9 @@ class TrainSection(Section):
     learning_rate: float = Field(1.0e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps to run; -1 means use epochs.")
-    batch_size: int = Field(4, ge=1, description="Samples per micro-batch.")
+    batch_size: int = Field(
+        4, ge=1, description="Rows per micro-batch: packs of up to cutoff_len tokens with data.packing, else samples."
+    )
     grad_accum: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")

@@ -1,16 +1,23 @@
-"""Collate rendered samples into model inputs: packed (one row, no padding) or padded.
+"""Group samples into packs and collate them into model inputs: a packed row or a padded batch.
 
 Targets are the labels shifted by one *within each sample*, so position t holds the token that position t
 predicts and a sample's last position never predicts the next sample's first token.
+
+A packed row carries no attention mask: position_ids restart at 0 for every sample, and transformers
+(`masking_utils.find_packed_sequence_indices`, used by `create_causal_mask` whenever `attention_mask` is None)
+starts a new sequence wherever position_ids do not grow by exactly 1 and lets a token attend only to earlier
+tokens of its own sequence, for sdpa and eager attention alike. Passing an attention mask would turn this off.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import torch
 
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
 
-__all__ = ["collate_packed", "collate_padded", "shifted_targets"]
+__all__ = ["best_fit_packs", "collate_packed", "collate_padded", "shifted_targets"]
 
 
 def shifted_targets(labels: list[int]) -> list[int]:
@@ -32,6 +39,31 @@ def collate_packed(samples: list[RenderedSample]) -> dict[str, torch.Tensor]:
         "position_ids": torch.tensor([position_ids]),
         "targets": torch.tensor([targets]),
     }
+
+
+def best_fit_packs(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: sample indices grouped into packs of at most `capacity` tokens.
+
+    Samples go longest first (ties by index) into the open pack with the least room that still fits them, else
+    into a new pack. Deterministic; every index appears exactly once; a sample longer than `capacity` gets a pack
+    of its own. Packs come in the order they were opened.
+    """
+    if capacity < 1:
+        raise ValueError(f"pack capacity must be positive, got {capacity}")
+    packs: list[list[int]] = []
+    rooms: list[tuple[int, int]] = []  # (tokens still free, pack number) of packs with room left, sorted
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        length = lengths[index]
+        slot = bisect.bisect_left(rooms, (length, -1))
+        if slot < len(rooms):
+            room, number = rooms.pop(slot)
+        else:
+            room, number = capacity, len(packs)
+            packs.append([])
+        packs[number].append(index)
+        if room > length:
+            bisect.insort(rooms, (room - length, number))
+    return packs
 
 
 def collate_padded(samples: list[RenderedSample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -1,4 +1,11 @@
-"""The optimisation loop: micro-batches, exact token-normalised gradient accumulation, schedule, validation."""
+"""The optimisation loop: micro-batches, exact token-normalised gradient accumulation, schedule, validation.
+
+A micro-batch holds `batch_size` rows; the order of the rows is reshuffled every epoch. Without packing a row is
+one sample and a micro-batch is one padded forward pass. With packing a row is a pack: samples grouped once by
+best fit into at most `cutoff_len` tokens, laid out end to end with position_ids restarting per sample, and every
+pack is a forward pass of its own: no padding, memory bounded by one pack, logits only at supervised positions.
+Each optimizer step still divides by the supervised tokens of all its forward passes, so the update is exact.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +18,29 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.packing import best_fit_packs
 from tuneforge.data.render import RenderedSample
 from tuneforge.methods.base import Method
 from tuneforge.train.callbacks import MetricsLog, check_finite
 from tuneforge.train.progress import progress_bar
 
-__all__ = ["LoopResult", "LoopSettings", "build_scheduler", "evaluate_loss", "plan_steps", "train_loop"]
+__all__ = [
+    "LoopResult",
+    "LoopSettings",
+    "build_scheduler",
+    "evaluate_loss",
+    "plan_steps",
+    "train_loop",
+    "training_rows",
+]
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Everything the loop needs, as plain values (built from the train and data config sections)."""
+    """Everything the loop needs, as plain values (built from the train and data config sections).
+
+    `cutoff_len` is the capacity of a pack in tokens when `packing` is on.
+    """
 
     learning_rate: float
     epochs: float
@@ -37,6 +56,7 @@ class LoopSettings:
     logging_steps: int
     packing: bool
     pad_id: int
+    cutoff_len: int = 512
 
 
 @dataclass
@@ -49,9 +69,16 @@ class LoopResult:
     seconds: float
 
 
-def plan_steps(num_samples: int, settings: LoopSettings) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps)."""
-    micro_batches = math.ceil(num_samples / settings.batch_size)
+def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list[list[int]]:
+    """Sample indices of each row: best-fit packs of at most `cutoff_len` tokens, or one sample per row."""
+    if not settings.packing:
+        return [[index] for index in range(len(samples))]
+    return best_fit_packs([len(sample.input_ids) for sample in samples], settings.cutoff_len)
+
+
+def plan_steps(num_rows: int, settings: LoopSettings) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for `num_rows` rows per epoch (see `training_rows`)."""
+    micro_batches = math.ceil(num_rows / settings.batch_size)
     per_epoch = math.ceil(micro_batches / settings.grad_accum)
     total = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(settings.epochs * per_epoch))
     return per_epoch, total
@@ -73,16 +100,35 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _step_groups(samples: list[RenderedSample], settings: LoopSettings) -> Iterator[tuple[int, list[list[int]]]]:
-    """Endless (epoch, [micro-batch sample indices]) groups, reshuffled each epoch with seed + epoch."""
+def _micro_batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """Consecutive groups of `batch_size` rows."""
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def _step_groups(rows: list[list[int]], settings: LoopSettings) -> Iterator[tuple[int, list[list[list[int]]]]]:
+    """Endless (epoch, [micro-batch of rows]) groups; the rows are reshuffled each epoch with seed + epoch."""
     epoch = 0
     while True:
-        order = list(range(len(samples)))
+        order = list(rows)
         random.Random(settings.seed + epoch).shuffle(order)
-        micro = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        micro = _micro_batches(order, settings.batch_size)
         for start in range(0, len(micro), settings.grad_accum):
             yield epoch, micro[start : start + settings.grad_accum]
         epoch += 1
+
+
+def _collate(
+    method: Method, samples: list[RenderedSample], micro: list[list[int]], settings: LoopSettings
+) -> list[dict[str, torch.Tensor]]:
+    """Forward-pass inputs of one micro-batch: one packed row per pack, or one padded batch of samples."""
+    if settings.packing:
+        return [method.collate([samples[i] for i in row], True, settings.pad_id) for row in micro]
+    return [method.collate([samples[i] for row in micro for i in row], False, settings.pad_id)]
+
+
+def _token_total(samples: list[RenderedSample], group: list[list[list[int]]]) -> int:
+    """Tokens of the samples in `group`, padding excluded."""
+    return sum(len(samples[i].input_ids) for micro in group for row in micro for i in row)
 
 
 @torch.no_grad()
@@ -93,10 +139,10 @@ def evaluate_loss(model: Any, method: Method, samples: list[RenderedSample], set
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
-    for start in range(0, len(samples), settings.batch_size):
-        batch = method.collate(samples[start : start + settings.batch_size], settings.packing, settings.pad_id)
-        total += float(method.loss_sum(model, batch))
-        tokens += method.token_count(batch)
+    for micro in _micro_batches(training_rows(samples, settings), settings.batch_size):
+        for batch in _collate(method, samples, micro, settings):
+            total += float(method.loss_sum(model, batch))
+            tokens += method.token_count(batch)
     model.train(was_training)
     return total / max(tokens, 1)
 
@@ -129,26 +175,27 @@ def train_loop(
     on_eval: Any = None,
 ) -> LoopResult:
     """Train `model` in place; metrics go to `log`; `on_eval()` runs after each validation (e.g. re-plot)."""
-    per_epoch, total = plan_steps(len(train), settings)
+    rows = training_rows(train, settings)
+    per_epoch, total = plan_steps(len(rows), settings)
     eval_every = settings.eval_steps or max(1, total // 5)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = build_scheduler(optimizer, settings.scheduler, math.ceil(settings.warmup_ratio * total), total)
     model.train()
-    groups = _step_groups(train, settings)
+    groups = _step_groups(rows, settings)
     seen_tokens, train_seconds, loss, val_loss = 0, 0.0, float("nan"), None
     with progress_bar("training", total=total) as advance:
         for step in range(1, total + 1):
             _, group = next(groups)
             started = time.perf_counter()
-            batches = [method.collate([train[i] for i in ids], settings.packing, settings.pad_id) for ids in group]
+            batches = [batch for micro in group for batch in _collate(method, train, micro, settings)]
             loss, norm = _optimizer_step(model, method, batches, settings, step)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             train_seconds += time.perf_counter() - started
-            seen_tokens += sum(int(b["input_ids"].numel()) for b in batches)
+            seen_tokens += _token_total(train, group)
             record: dict[str, Any] = {
                 "step": step,
                 "epoch": round(step / per_epoch, 3),

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 
 from tuneforge.config.schema import RunConfig
-from tuneforge.data.pipeline import load_conversations, prepare_samples, split_validation
+from tuneforge.data.build import build_dataset, data_cache_dir
 from tuneforge.data.quality import DataReport
 from tuneforge.data.replay import replay_conversations
+from tuneforge.data.templates import ensure_chat_template
+from tuneforge.errors import UserError
 from tuneforge.eval.compare import Comparison, Question, answer_questions, compare_answers, load_questions
 from tuneforge.methods import METHODS
 from tuneforge.models.adapters import ADAPTERS, describe_trainable
@@ -76,31 +78,56 @@ def _loop_settings(config: RunConfig, pad_id: int) -> LoopSettings:
         eval_steps=t.eval_steps,
         logging_steps=t.logging_steps,
         packing=config.data.packing,
+        cutoff_len=config.data.cutoff_len,
         pad_id=pad_id,
     )
 
 
 def _load_data(config: RunConfig, loaded: Any, base_dir: Path | None) -> tuple[list, list, DataReport]:
     d = config.data
-    conversations, report = load_conversations(d.train, d.format, d.variables, d.max_samples, base_dir)
+    ensure_chat_template(loaded.tokenizer, d.template)
+    extra = []
     if d.replay is not None:
-        conversations += replay_conversations(
+        replay_report = DataReport()
+        extra = replay_conversations(
             loaded.model,
             loaded.tokenizer,
             config.model.name_or_path,
             d.replay.prompts,
             d.replay.max_new_tokens,
             d.replay.limit,
-            report,
+            replay_report,
             tuneforge_home() / "replay",
             base_dir,
         )
-    samples = prepare_samples(conversations, loaded.tokenizer, d.cutoff_len, report)
-    train, val = split_validation(samples, d.val_size, config.train.seed)
-    console.print(f"data: {report.summary()}; {len(train)} train / {len(val)} validation samples")
+    prepared, cached = build_dataset(d, loaded.tokenizer, config.train.seed, base_dir, extra, data_cache_dir())
+    report = prepared.report
+    if d.replay is not None:
+        report.merge_drops(replay_report)
+    _check_kinds(prepared.train, config.method.name)
+    reused = " (tokenised data reused from the cache)" if cached else ""
+    console.print(f"data: {report.summary()}; {len(prepared.train)} train / {len(prepared.val)} validation{reused}")
+    for note in report.notes:
+        console.print(f"  {note}")
     for problem in report.problems[:5]:
         console.print(f"  [yellow]{problem}[/]")
-    return train, val, report
+    if len(report.issues) > 5:
+        console.print(f"  … {len(report.issues) - 5} more: see data_report.txt in the run directory")
+    return prepared.train, prepared.val, report
+
+
+_METHOD_KINDS = {"sft": {"chat", "text"}}
+
+
+def _check_kinds(samples: list, method: str) -> None:
+    """Refuse data the method cannot learn from (e.g. preference pairs for plain SFT)."""
+    kinds = {s.kind for s in samples}
+    wrong = kinds - _METHOD_KINDS.get(method, kinds)
+    if wrong:
+        raise UserError(
+            f"method {method!r} trains on conversations and raw text, but the data holds {', '.join(sorted(wrong))} "
+            "samples (chosen/rejected pairs or KTO labels); use conversation data, or a method built for them"
+        )
 
 
 def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
@@ -118,6 +145,7 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         m = config.model
         loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code)
         train, val, report = _load_data(config, loaded, base_dir)
+        (run_dir / "data_report.txt").write_text(report.full_text(), encoding="utf-8")
 
         questions = _questions(config, base_dir)
         before = (
