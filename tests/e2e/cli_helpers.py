@@ -22,11 +22,12 @@ MEMORISE = [
 ]
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """`tuneforge ARGS...` as a user would run it, capturing output."""
+def run_cli(*args: str, cwd: Path, timeout: int = 300, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`tuneforge ARGS...` as a user would run it, capturing output (and typing `stdin`, if given)."""
     return subprocess.run(
         [sys.executable, "-m", "tuneforge.cli.main", *args],
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

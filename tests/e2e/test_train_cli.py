@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import read_metrics, run_cli, write_config, write_memorisation_set
+from cli_helpers import MEMORISE, read_metrics, run_cli, write_config, write_memorisation_set
 from safetensors.torch import load_file
 
 
@@ -108,3 +108,30 @@ def test_chat_prompt_on_a_run_directory(lora_run: Path, tiny_llama_dir: Path, tm
     base = load_model(str(tiny_llama_dir))
     base_reply = generate_replies(base.model, base.tokenizer, [[{"role": "user", "content": "Say hello."}]], 12)
     assert base_reply[0].text != expected[0].text  # the adapter was loaded on top of the base model
+
+
+def test_qwen_shaped_model_trains_from_sharegpt_data(tiny_qwen_dir: Path, tmp_path: Path) -> None:
+    rows = [{"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]} for q, a in MEMORISE]
+    data = tmp_path / "sharegpt.json"
+    data.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        tiny_qwen_dir,
+        data,
+        tmp_path / "run",
+        train={"max_steps": 20, "learning_rate": 1.0e-2, "scheduler": "constant"},
+    )
+    result = run_cli("train", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
+    assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.5 * losses[0]
+    assert "kept 8 + truncated 0 + dropped 0 = 8 rows" in (tmp_path / "run" / "data_report.txt").read_text()
+
+
+def test_interactive_chat_keeps_history_and_quits_on_an_empty_line(lora_run: Path, tmp_path: Path) -> None:
+    typed = "What colour is the sky?\n/reset\nSay hello.\n\nnever read\n"
+    result = run_cli("chat", str(lora_run), "--max-new-tokens", "8", cwd=tmp_path, stdin=typed)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("bot> ") == 2  # two questions answered; /reset is a command; empty line quits
+    assert result.stdout.count("you> ") == 4
