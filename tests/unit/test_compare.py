@@ -145,7 +145,7 @@ def test_correct_and_totals():
     assert list(comparison.totals()) == ["identity", "general"]  # first-seen order, unscored kinds absent
 
 
-def test_compare_answers_writes_json_and_markdown(tmp_path):
+def test_compare_answers_writes_json_markdown_and_html(tmp_path):
     out = tmp_path / "eval"
     compare_answers(hand_built(), out)
     record = json.loads((out / "compare.json").read_text(encoding="utf-8"))
@@ -155,26 +155,85 @@ def test_compare_answers_writes_json_and_markdown(tmp_path):
         "question": "Who are you?",
         "kind": "identity",
         "expected": ["Conch"],
+        "reference": None,
+        "category": None,
         "before": "I am an AI assistant.",
         "after": "I am Conch, made by ACME.",
         "before_correct": False,
         "after_correct": True,
+        "before_scores": {},
+        "after_scores": {},
+        "outcome": "win",
+        "flip": "fixed",
     }
-    assert record["questions"][5]["before_correct"] is None
+    assert record["questions"][5]["before_correct"] is None and record["questions"][5]["outcome"] == "unscored"
     assert record["questions"][2]["after"] == "我是Conch。"  # written as UTF-8, not escaped
+    # identity: 2 fixed + 1 right both times; general: Paris broken, 2 + 3 fixed
+    assert record["outcomes"] == {
+        "identity": {"win": 2, "tie": 1, "loss": 0},
+        "general": {"win": 1, "tie": 0, "loss": 1},
+    }
+    assert record["flipped"] == {"fixed": ["Who are you?", "你是谁？", "2 + 3?"], "broken": ["Capital of France?"]}
 
     markdown = (out / "compare.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Before vs after\n")
-    assert "| identity | Who are you? | ✗ I am an AI assistant. | ✓ I am Conch, made by ACME. |" in markdown
-    assert "| creative | Write a poem. | · Roses are red. | · Violets are blue. |" in markdown
-    assert markdown.endswith("| identity | 1/3 | 3/3 |\n| general | 1/2 | 1/2 |\n")
+    assert "| identity | Who are you? | ✗ I am an AI assistant. | ✓ I am Conch, made by ACME. | win |" in markdown
+    assert "| creative | Write a poem. | · Roses are red. | · Violets are blue. | unscored |" in markdown
+    assert "| identity | 1/3 | 3/3 | 2 | 1 | 0 |\n| general | 1/2 | 1/2 | 1 | 0 | 1 |" in markdown
+    assert "**broken** (right before, wrong after):\n- Capital of France?" in markdown
+
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page  # self-contained
+    assert '<td>identity</td><td class="num">1/3</td><td class="num">3/3</td><td class="num">2</td>' in page
+    assert "<li>Capital of France?</li>" in page and "我是Conch。" in page
+
+
+def test_html_escapes_answers(tmp_path):
+    comparison = Comparison([Question("<b>Q</b>", "general", ["a"])], ["<script>alert(1)</script> a"], ["x & y"])
+    compare_answers(comparison, tmp_path)
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "x &amp; y" in page
+
+
+def test_reference_answers_get_metrics_and_rouge_decides_the_outcome(tmp_path):
+    question = Question("Describe the sky.", "general", [], reference="The sky is blue and clear")
+    comparison = Comparison([question], ["Rain falls"], ["The sky is blue"])
+    record = compare_answers(comparison, tmp_path)
+    row = record["questions"][0]
+    assert row["before_scores"] == {"exact": 0.0, "rouge_l": 0.0, "bleu4": 0.0}
+    # LCS 4 of 4 predicted / 6 reference tokens: F1 = 2 * 1 * 4/6 / (1 + 4/6) = 0.8
+    assert row["after_scores"]["rouge_l"] == pytest.approx(0.8)
+    assert row["outcome"] == "win"
+    assert record["metrics"]["general"]["after"]["rouge_l"] == pytest.approx(0.8)
+
+
+def test_judge_verdicts_override_the_outcome(tmp_path):
+    record = compare_answers(hand_built(), tmp_path, verdicts=["loss", "tie", "win", "win", "tie", "tie"])
+    assert [r["outcome"] for r in record["questions"]] == ["loss", "tie", "win", "win", "tie", "tie"]
+    assert record["judge"] is True
+
+
+def test_forgetting_is_flagged_beyond_the_threshold(tmp_path):
+    from tuneforge.eval.compare import check_forgetting
+
+    questions = [Question(f"Q{i}", "general", ["yes"], category="c" if i < 5 else "d") for i in range(10)]
+    before = ["yes"] * 10
+    after = ["yes"] * 9 + ["no"]
+    small = check_forgetting(before, after, questions, threshold=10)
+    assert small.drop == pytest.approx(10.0) and not small.forgot
+    big = check_forgetting(before, after, questions, threshold=5)
+    assert big.forgot and "lower train.learning_rate" in big.advice()
+    assert big.per_category == {"c": [1.0, 1.0], "d": [1.0, 0.8]}
+    record = compare_answers(hand_built(), tmp_path, forgetting=big)
+    assert record["forgetting"]["base"] == 1.0 and record["forgetting"]["tuned"] == 0.9
+    assert "base 100.0% → tuned 90.0% on 10 items (-10.0 points, threshold 5)" in (tmp_path / "compare.md").read_text()
 
 
 def test_markdown_escapes_pipes_and_newlines(tmp_path):
     comparison = Comparison([Question("Q", "general", ["a"])], ["a | b\nc"], ["x"])
     compare_answers(comparison, tmp_path)
     markdown = (tmp_path / "compare.md").read_text(encoding="utf-8")
-    assert "| general | Q | ✓ a \\| b c | ✗ x |" in markdown
+    assert "| general | Q | ✓ a \\| b c | ✗ x | loss |" in markdown
 
 
 # ---------------------------------------------------------------------------------------------------- replay trimming
