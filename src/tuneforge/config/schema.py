@@ -150,13 +150,70 @@ class TrainSection(Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warm-up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Steps of linear warm-up; when set it wins over warmup_ratio."
+    )
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop", "adagrad", "adafactor"] = Field(
+        "adamw", description="Optimizer (torch.optim); sgd uses momentum 0.9."
+    )
+    weight_decay: float = Field(
+        0.0, ge=0, description="Weight decay, applied to weight matrices only (never to biases or norms)."
+    )
+    layer_lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Layer-wise learning rate: the top decoder layer gets learning_rate, each layer below it "
+        "decay times less per layer, the embeddings the least; the output head gets the full rate. 1 turns it off.",
+    )
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Compute precision (autocast; trained weights stay float32): auto = bf16 on a CUDA GPU with "
+        "bf16 support, else fp32; fp16 needs CUDA and uses loss scaling.",
+    )
+    gradient_checkpointing: Literal["auto"] | bool = Field(
+        "auto",
+        description="Recompute activations in the backward pass to save memory; auto = on for models over 1B "
+        "parameters on CUDA.",
+    )
+    deterministic: bool = Field(
+        False, description="Bit-reproducible runs: deterministic kernels, fixed seeds and cuBLAS workspace."
+    )
     seed: int = Field(42, description="Seed for data shuffling, splitting and initialisation.")
     eval_steps: int | None = Field(
         None, ge=1, description="Validation loss every N optimizer steps (default: about 5 times per run)."
     )
     logging_steps: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: all cores).")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a lower validation loss, and keep the best weights.",
+    )
+    save_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Checkpoint every N optimizer steps into checkpoints/step-N (default: at every evaluation); "
+        "0 turns periodic checkpoints off.",
+    )
+    save_total_limit: int | None = Field(
+        2, ge=1, description="Keep the newest N checkpoints (plus the best one); null keeps them all."
+    )
+    resume: Literal["auto"] | bool | str = Field(
+        False,
+        description="Continue from a checkpoint: auto (or true) = the newest one in output.dir, a path = that "
+        "checkpoint folder; false starts afresh.",
+    )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Also report metrics to these trackers (their packages must be installed)."
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class EvalSection(Section):
@@ -164,6 +221,21 @@ class EvalSection(Section):
         None, description="Before/after questions (bundled name or JSON file); compared at the end of training."
     )
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Answer length limit for the comparison.")
+    judge: str | None = Field(
+        None,
+        description="Judge model deciding win/tie/loss per question: any model tuneforge loads, or an "
+        "OpenAI-compatible endpoint URL (http://host:port/v1).",
+    )
+    judge_model: str | None = Field(None, description="Model id to request from a judge endpoint.")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    general: str | None = Field(
+        None,
+        description="General-ability set checked for forgetting, base vs tuned (e.g. the bundled general_check).",
+    )
+    general_limit: int | None = Field(None, ge=1, description="Use only the first N items of the general set.")
+    forgetting_threshold: float = Field(
+        5.0, ge=0, description="Flag forgetting when general accuracy drops by more than this many points."
+    )
 
 
 class OutputSection(Section):

@@ -1,0 +1,92 @@
+"""`tuneforge compare --base MODEL --tuned RUN_DIR --questions FILE`: the same questions to both, side by side.
+
+Writes compare.json, compare.md and a self-contained compare.html (default: RUN_DIR/eval when --tuned is a run
+directory, else ./compare) and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "compare", help="compare a base and a tuned model on the same questions", description=__doc__
+    )
+    parser.add_argument("--base", required=True, help="base model: zoo name, folder, .gguf or run directory")
+    parser.add_argument("--tuned", required=True, help="tuned model, usually a run directory")
+    parser.add_argument("--questions", help="questions file (JSON list of strings or {question, expected, reference})")
+    parser.add_argument("--general", help="general-ability set for the forgetting check (e.g. general_check)")
+    parser.add_argument("--general-limit", type=int, help="only the first N items of the general set")
+    parser.add_argument("--threshold", type=float, default=5.0, help="forgetting threshold in points (default 5)")
+    parser.add_argument("--judge", help="judge: a model tuneforge loads, or an OpenAI-compatible endpoint URL")
+    parser.add_argument("--judge-model", help="model id for a judge endpoint")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--var", action="append", default=[], metavar="KEY=VALUE", help="fill {{KEY}} in questions")
+    parser.add_argument("--out", help="output folder")
+    parser.set_defaults(handler=run)
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    from tuneforge.errors import UserError
+
+    variables = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--var {pair!r}: expected KEY=VALUE, e.g. --var name=Conch")
+        variables[key] = value
+    return variables
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    tuned = Path(args.tuned)
+    return tuned / "eval" if (tuned / "config.yaml").is_file() else Path("compare")
+
+
+def _run_variables(tuned: str) -> dict[str, str]:
+    """A run directory's data.variables, so its questions' placeholders fill in without --var."""
+    path = Path(tuned) / "config.yaml"
+    if not path.is_file():
+        return {}
+    from tuneforge.config.load import load_config
+
+    return dict(load_config(path).data.variables)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tuneforge.config.schema import EvalSection
+    from tuneforge.errors import UserError
+    from tuneforge.eval.session import base_answers, finish_comparison
+    from tuneforge.models.load import load_model
+    from tuneforge.train.progress import console
+
+    if not args.questions and not args.general:
+        raise UserError("give --questions FILE and/or --general FILE (e.g. --general general_check)")
+    section = EvalSection(
+        questions=args.questions,
+        max_new_tokens=args.max_new_tokens,
+        judge=args.judge,
+        judge_model=args.judge_model,
+        general=args.general,
+        general_limit=args.general_limit,
+        forgetting_threshold=args.threshold,
+    )
+    variables = {**_run_variables(args.tuned), **_variables(args.var)}
+    console.print(f"loading base model {args.base}")
+    base = load_model(args.base)
+    before = base_answers(base.model, base.tokenizer, section, variables, Path.cwd())
+    del base
+    console.print(f"loading tuned model {args.tuned}")
+    tuned = load_model(args.tuned)
+    out = _out_dir(args)
+    assert before is not None
+    finish_comparison(tuned.model, tuned.tokenizer, before, section, out)
+    console.print(f"report: {out / 'compare.html'} (also compare.md, compare.json)")
+    return 0

@@ -1,0 +1,79 @@
+"""The before/after evaluation shared by `tuneforge train` (eval section) and `tuneforge compare`.
+
+`BeforeAnswers` are generated from the base model first (before training starts, so they are never skipped);
+`finish` generates the tuned answers with the same decoding settings, judges, checks forgetting and writes the
+report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.schema import EvalSection
+from tuneforge.eval.compare import (
+    Comparison,
+    Forgetting,
+    Question,
+    answer_questions,
+    check_forgetting,
+    compare_answers,
+    load_questions,
+)
+
+__all__ = ["BeforeAnswers", "base_answers", "finish_comparison"]
+
+
+@dataclass
+class BeforeAnswers:
+    """The base model's answers to the comparison questions and the general set."""
+
+    questions: list[Question]
+    answers: list[str]
+    general: list[Question]
+    general_answers: list[str]
+
+
+def _general(section: EvalSection, variables: dict[str, str], base_dir: Path | None) -> list[Question]:
+    if not section.general:
+        return []
+    questions = load_questions(section.general, variables, base_dir)
+    return questions[: section.general_limit] if section.general_limit else questions
+
+
+def base_answers(
+    model: Any, tokenizer: Any, section: EvalSection, variables: dict[str, str], base_dir: Path | None
+) -> BeforeAnswers | None:
+    """Answers of the base model, or None when the eval section asks for nothing."""
+    questions = load_questions(section.questions, variables, base_dir) if section.questions else []
+    general = _general(section, variables, base_dir)
+    if not questions and not general:
+        return None
+    answers = answer_questions(model, tokenizer, questions, section.max_new_tokens, "base") if questions else []
+    general_answers = (
+        answer_questions(model, tokenizer, general, section.max_new_tokens, "base, general set") if general else []
+    )
+    return BeforeAnswers(questions, answers, general, general_answers)
+
+
+def finish_comparison(
+    model: Any, tokenizer: Any, before: BeforeAnswers, section: EvalSection, out_dir: Path
+) -> dict[str, Any]:
+    """Tuned answers, judge verdicts, forgetting check; writes out_dir/compare.{json,md,html}."""
+    after = answer_questions(model, tokenizer, before.questions, section.max_new_tokens, "tuned")
+    verdicts = None
+    if section.judge and before.questions:
+        from tuneforge.eval.judge import make_judge
+        from tuneforge.eval.judge import verdicts as judge_verdicts
+
+        ask = make_judge(section.judge, section.judge_model, section.judge_api_key_env)
+        verdicts = judge_verdicts(ask, before.questions, before.answers, after)
+    forgetting: Forgetting | None = None
+    if before.general:
+        general_after = answer_questions(model, tokenizer, before.general, section.max_new_tokens, "tuned, general")
+        forgetting = check_forgetting(
+            before.general_answers, general_after, before.general, section.forgetting_threshold
+        )
+    comparison = Comparison(before.questions, before.answers, after)
+    return compare_answers(comparison, out_dir, verdicts, forgetting)
