@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"  loss curve: {run_dir / 'loss.png'}   metrics: {run_dir / 'metrics.jsonl'}")
     if outcome.comparison is not None:
-        console.print(f"  before vs after: {run_dir / 'eval' / 'compare.md'}")
+        console.print(f"  before vs after: {run_dir / 'eval' / 'compare.html'} (also compare.md, compare.json)")
     console.print("\n[bold]Next:[/]")
     console.print(f"  tuneforge chat {run_dir}                       # talk to it")
     console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')

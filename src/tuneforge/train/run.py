@@ -17,7 +17,7 @@ from tuneforge.data.quality import DataReport
 from tuneforge.data.replay import replay_conversations
 from tuneforge.data.templates import ensure_chat_template
 from tuneforge.errors import UserError
-from tuneforge.eval.compare import Comparison, Question, answer_questions, compare_answers, load_questions
+from tuneforge.eval.session import base_answers, finish_comparison
 from tuneforge.methods import METHODS
 from tuneforge.models.adapters import ADAPTERS, describe_trainable
 from tuneforge.models.load import load_model
@@ -38,7 +38,7 @@ class RunOutcome:
 
     run_dir: Path
     result: LoopResult
-    comparison: Comparison | None
+    comparison: dict[str, Any] | None
 
 
 def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
@@ -147,12 +147,7 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         train, val, report = _load_data(config, loaded, base_dir)
         (run_dir / "data_report.txt").write_text(report.full_text(), encoding="utf-8")
 
-        questions = _questions(config, base_dir)
-        before = (
-            answer_questions(loaded.model, loaded.tokenizer, questions, config.eval.max_new_tokens, "base")
-            if questions
-            else []
-        )
+        before = base_answers(loaded.model, loaded.tokenizer, config.eval, config.data.variables, base_dir)
 
         _seed_everything(config.train.seed)
         model = adapter.apply(loaded.model, config.adapter)
@@ -168,10 +163,8 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         save_model(model, loaded.tokenizer, run_dir / "model")
 
         comparison = None
-        if questions:
-            after = answer_questions(model, loaded.tokenizer, questions, config.eval.max_new_tokens, "tuned")
-            comparison = Comparison(questions, before, after)
-            compare_answers(comparison, run_dir / "eval")
+        if before is not None:
+            comparison = finish_comparison(model, loaded.tokenizer, before, config.eval, run_dir / "eval")
     except BaseException as err:
         write_status(run_dir, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
@@ -190,9 +183,3 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
     write_model_card(run_dir, config, summary)
     write_status(run_dir, "finished", **{k: v for k, v in summary.items() if k != "trainable"})
     return RunOutcome(run_dir, result, comparison)
-
-
-def _questions(config: RunConfig, base_dir: Path | None) -> list[Question]:
-    if not config.eval.questions:
-        return []
-    return load_questions(config.eval.questions, config.data.variables, base_dir)
