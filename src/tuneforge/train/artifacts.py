@@ -108,3 +108,14 @@ def load_run(run_dir: Path, dtype: str = "auto", attn: str = "sdpa") -> Any:
     model = PeftModel.from_pretrained(base.model, str(model_dir))
     model.eval()
     return LoadedModel(model, base.tokenizer, source=str(run_dir))
+
+
+def append_to_model_card(run_dir: Path, title: str, lines: list[str]) -> None:
+    """Add a dated section (e.g. evaluation results) to the end of the run's README.md model card."""
+    import datetime
+
+    card = run_dir / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else f"# {run_dir.name}\n"
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    section = [f"## {title} ({stamp})", "", *[f"- {line.strip()}" for line in lines], ""]
+    card.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), encoding="utf-8")

@@ -1,0 +1,147 @@
+"""`tuneforge eval MODEL_OR_RUN`: loss/perplexity on a dataset, multiple-choice benchmarks, generation metrics.
+
+  --data FILE      validation loss and perplexity (any format tuneforge reads)
+  --mc DIR         MMLU / C-Eval / CMMLU folder: per-subject accuracy by option log-likelihood, few-shot
+  --predict FILE   answers to each row's prompt vs its reference answer: BLEU-4, ROUGE-1/2/L
+
+Results go to RUN_DIR/eval/*.json (or --out) and, for a run directory, into its model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "eval",
+        help="loss/perplexity, multiple-choice benchmarks, generation metrics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="run directory, zoo name, Hugging Face folder or .gguf file")
+    parser.add_argument("--data", action="append", default=[], help="dataset for loss and perplexity (repeatable)")
+    parser.add_argument("--mc", help="multiple-choice benchmark folder (MMLU, C-Eval or CMMLU layout)")
+    parser.add_argument("--split", help="benchmark split folder (default: test, else val)")
+    parser.add_argument("--subjects", help="comma-separated subjects (default: all)")
+    parser.add_argument("--shots", type=int, default=5, help="solved dev examples before each question")
+    parser.add_argument("--predict", action="append", default=[], help="dataset with reference answers (repeatable)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-samples", type=int, help="at most N rows per data file")
+    parser.add_argument("--cutoff-len", type=int, default=1024)
+    parser.add_argument("--var", action="append", default=[], metavar="KEY=VALUE", help="fill {{KEY}} in the data")
+    parser.add_argument("--out", help="where to write the JSON results (default: RUN_DIR/eval or ./eval)")
+    parser.set_defaults(handler=run)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    model = Path(args.model)
+    return model / "eval" if (model / "config.yaml").is_file() else Path("eval")
+
+
+def _data_section(args: argparse.Namespace, files: list[str]) -> Any:
+    from tuneforge.cli.compare import _variables
+    from tuneforge.config.schema import DataSection
+
+    return DataSection(
+        train=files,
+        val_size=0,
+        cutoff_len=args.cutoff_len,
+        max_samples=args.max_samples,
+        variables=_variables(args.var),
+        max_drop_ratio=1.0,
+        dedup="none",
+        cache=False,
+    )
+
+
+def _loss(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
+    from tuneforge.data.build import build_dataset
+    from tuneforge.eval.perplexity import loss_and_perplexity
+
+    prepared, _ = build_dataset(_data_section(args, args.data), loaded.tokenizer, 0, Path.cwd())
+    result = loss_and_perplexity(loaded.model, prepared.train)
+    return {**result, "data": args.data, "rows": prepared.report.summary()}
+
+
+def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]:
+    from tuneforge.data.build import data_sources
+    from tuneforge.data.pipeline import CleaningOptions, read_sources
+    from tuneforge.data.quality import DataReport
+    from tuneforge.eval.predict import predict_and_score
+
+    data = _data_section(args, args.predict)
+    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
+    conversations = read_sources(data_sources(data, Path.cwd()), options, DataReport())
+    metrics, rows = predict_and_score(loaded.model, loaded.tokenizer, conversations, args.max_new_tokens)
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {**metrics, "items": len(rows), "data": args.predict}
+
+
+def _mc(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
+    from tuneforge.eval.multiple_choice import load_benchmark, score_benchmark
+
+    subjects = [s.strip() for s in args.subjects.split(",")] if args.subjects else None
+    items, dev = load_benchmark(Path(args.mc), args.split, subjects)
+    return {**score_benchmark(loaded.model, loaded.tokenizer, items, dev, args.shots), "benchmark": args.mc}
+
+
+def _print(results: dict[str, dict[str, Any]]) -> list[str]:
+    from tuneforge.train.progress import console
+
+    lines = []
+    if "loss" in results:
+        r = results["loss"]
+        lines.append(
+            f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} on {r['samples']} samples ({r['tokens']} tokens)"
+        )
+    if "multiple_choice" in results:
+        r = results["multiple_choice"]
+        lines.append(
+            f"multiple choice: accuracy {100 * r['accuracy']:.1f}% on {r['items']} questions, {r['shots']}-shot"
+        )
+        lines += [f"  {s}: {100 * v['accuracy']:.1f}% of {v['items']}" for s, v in r["per_subject"].items()]
+    if "predict" in results:
+        r = results["predict"]
+        names = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+        lines.append(f"generation on {r['items']} prompts: " + ", ".join(f"{n} {r[n]:.2f}" for n in names))
+    for line in lines:
+        console.print(line, highlight=False)
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from tuneforge.errors import UserError
+    from tuneforge.models.load import load_model
+    from tuneforge.train.artifacts import append_to_model_card
+
+    if not (args.data or args.mc or args.predict):
+        raise UserError("nothing to evaluate: give --data FILE, --mc DIR and/or --predict FILE")
+    out = _out_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(args.model)
+    results: dict[str, dict[str, Any]] = {}
+    if args.data:
+        results["loss"] = _loss(args, loaded)
+    if args.mc:
+        results["multiple_choice"] = _mc(args, loaded)
+    if args.predict:
+        results["predict"] = _predict(args, loaded, out)
+    for name, result in results.items():
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    lines = _print(results)
+    if (Path(args.model) / "config.yaml").is_file():
+        append_to_model_card(Path(args.model), "Evaluation", lines)
+    from tuneforge.train.progress import console
+
+    console.print(f"results: {', '.join(str(out / f'{n}.json') for n in results)}")
+    return 0
