@@ -9,12 +9,12 @@ import sys
 from collections.abc import Callable
 
 from tuneforge import __version__
-from tuneforge.cli import chat, compare, data, env, evaluate, models, serve, train
+from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train
 from tuneforge.errors import UserError
 
 __all__ = ["main"]
 
-VERBS = (train, data, compare, evaluate, chat, serve, models, env)
+VERBS = (train, data, compare, evaluate, export, chat, serve, models, env)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Export: merged Hugging Face folders, GGUF files and Ollama Modelfiles."""
