@@ -58,3 +58,24 @@ def test_existing_target_needs_force(lora_run: Path, tmp_path: Path) -> None:
     forced = run_cli("export", str(lora_run), "--to", str(out), "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
+
+
+def test_ollama_export_writes_gguf_and_modelfile(lora_run: Path, tmp_path: Path) -> None:
+    from tuneforge.models.generate import generate_replies
+    from tuneforge.models.load import load_model
+
+    out = tmp_path / "ollama"
+    result = run_cli(
+        "export", str(lora_run), "--to", str(out), "--format", "ollama", "--gguf-type", "f32", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-f32.gguf"]
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-f32.gguf\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "ollama create ollama -f" in result.stderr + result.stdout
+    # the GGUF file answers like the run it came from (greedy, same prompt)
+    prompt = [[{"role": "user", "content": "What colour is the sky?"}]]
+    tuned = load_model(str(lora_run))
+    exported = load_model(str(out / "model-f32.gguf"))
+    expected = generate_replies(tuned.model, tuned.tokenizer, prompt, 8)[0].text
+    assert generate_replies(exported.model, exported.tokenizer, prompt, 8)[0].text == expected
