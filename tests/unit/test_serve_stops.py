@@ -1,14 +1,14 @@
-"""Stop strings in served answers: cut exactly, even when a stop string spans streamed pieces."""
+"""Served answer text: stop strings cut exactly (even across pieces), characters come out whole."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 
-from tuneforge.serve.engines.transformers_engine import _cut_at_stops
+from tuneforge.serve.text import Completion, TextStream, cut_at_stops
 
 
 def _run(pieces: list[str], stops: tuple[str, ...]) -> tuple[str, bool]:
-    gen: Generator[str, None, bool] = _cut_at_stops(iter(pieces), stops)
+    gen: Generator[str, None, bool] = cut_at_stops(iter(pieces), stops)
     out = []
     while True:
         try:
@@ -31,3 +31,31 @@ def test_earliest_of_several_stops_wins() -> None:
 
 def test_text_held_back_for_a_possible_stop_is_released_at_the_end() -> None:
     assert _run(["abc", "<"], ("<stop>",)) == ("abc<", True)
+
+
+def _bytes(tokens: list[int]) -> str:
+    return bytes(tokens).decode("utf-8", errors="replace")
+
+
+def test_text_stream_holds_back_an_unfinished_character() -> None:
+    pieces: list[str] = []
+    stream = TextStream(_bytes, (), pieces.append)
+    for token in "é!".encode():
+        assert stream.add(token)
+    assert pieces == ["é", "!"]
+    assert stream.close(hit_eos=True) == Completion("é!", 3, "stop")
+
+
+def test_text_stream_ends_at_a_stop_string_spanning_tokens() -> None:
+    pieces: list[str] = []
+    stream = TextStream(_bytes, ("<s>",), pieces.append)
+    taken = [stream.add(token) for token in b"ab<s>c"]
+    assert taken == [True, True, True, True, False, False]
+    assert "".join(pieces) == "ab" and stream.close(hit_eos=False) == Completion("ab", 5, "stop")
+
+
+def test_text_stream_out_of_tokens_is_a_length_finish() -> None:
+    stream = TextStream(_bytes, ("zz",))
+    for token in b"abz":
+        stream.add(token)
+    assert stream.close(hit_eos=False) == Completion("abz", 3, "length")

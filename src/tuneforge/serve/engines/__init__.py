@@ -1,5 +1,8 @@
-"""Generation engines behind the server."""
+"""Generation engines behind the server: transformers (default), and vLLM or llama.cpp when installed.
 
-from tuneforge.serve.engines.transformers_engine import Generation, TransformersEngine
+Only the interface is imported here; each engine module imports its own heavy packages.
+"""
 
-__all__ = ["Generation", "TransformersEngine"]
+from tuneforge.serve.engines.base import Engine, Job, Tokens
+
+__all__ = ["Engine", "Job", "Tokens"]

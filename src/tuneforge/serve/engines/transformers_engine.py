@@ -1,103 +1,176 @@
-"""The default engine: plain transformers generation, one request at a time, streaming through a thread."""
+"""The default engine: transformers `generate` on left-padded batches, with peft LoRA adapters switched per batch."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tuneforge.data.render import render_text
 from tuneforge.models.generate import stop_token_ids
+from tuneforge.serve.engines.base import Engine, Job, Tokens
 
-__all__ = ["Generation", "TransformersEngine"]
-
-
-@dataclass
-class Generation:
-    """Settings of one request."""
-
-    messages: list[dict[str, str]]
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stops: tuple[str, ...] = ()
-    seed: int | None = None
+__all__ = ["TransformersEngine"]
 
 
-class TransformersEngine:
-    """Serves one loaded model; a lock keeps generations from interleaving on the same weights."""
+class TransformersEngine(Engine):
+    """A transformers model, optionally a peft model holding several LoRA adapters.
 
-    def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
+    `adapters` maps each served adapter name to its peft adapter name inside `model`; requests for the base model
+    run with the adapters disabled.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, context_length: int, adapters: dict[str, str] | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
-        self._lock = threading.Lock()
+        self.adapters = dict(adapters or {})
+        self.adapter_names = tuple(self.adapters)
+        self.eos_ids = stop_token_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the rendered prompt (with the generation prompt)."""
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         text = render_text(self.tokenizer, messages, generation=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def stream(self, request: Generation, prompt: list[int]) -> Iterator[str]:
-        """Yield text pieces as they are generated; stop strings end the answer early."""
-        from transformers import TextIteratorStreamer
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def generate_tokens(self, jobs: list[Job]) -> list[list[Tokens]]:
+        """One left-padded `generate` for every answer of every job; each row stops at its own limit or stop."""
+        rows = [job for job in jobs for _ in range(job.n)]
+        width = max(len(job.prompt) for job in rows)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(job.prompt)) + job.prompt for job in rows])
+        attention_mask = torch.tensor([[0] * (width - len(job.prompt)) + [1] * len(job.prompt) for job in rows])
+        limits = _RowLimits(width, [job.max_tokens for job in rows], [job.stops for job in rows], self.decode)
+        output = self._generate(jobs[0], input_ids, attention_mask, max(limits.limits), limits)
+        answers = iter(
+            [self._cut(row, job.max_tokens) for row, job in zip(output[:, width:].tolist(), rows, strict=True)]
+        )
+        return [[next(answers) for _ in range(job.n)] for job in jobs]
+
+    def stream_tokens(self, job: Job, take: Callable[[int], bool]) -> bool:
+        sink = _TokenSink(take, set(self.eos_ids))
+        prompt = torch.tensor([job.prompt])
+        until = _Until(lambda: sink.done or job.cancelled.is_set())
+        self._generate(job, prompt, torch.ones_like(prompt), job.max_tokens, until, streamer=sink)
+        return sink.hit_eos
+
+    def _generate(
+        self,
+        job: Job,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        criteria: StoppingCriteria,
+        streamer: Any = None,
+    ) -> torch.Tensor:
+        device = self.model.device
         sampling: dict[str, Any] = {"do_sample": False}
-        if request.temperature > 0:
-            sampling = {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p}
-        inputs = torch.tensor([prompt], device=self.model.device)
-        kwargs = {
-            "input_ids": inputs,
-            "attention_mask": torch.ones_like(inputs),
-            "max_new_tokens": request.max_new_tokens,
-            "streamer": streamer,
-            "eos_token_id": stop_token_ids(self.model, self.tokenizer),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            **sampling,
-        }
+        if not job.greedy:
+            sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p}
+        if job.ignore_eos:
+            sampling["min_new_tokens"] = max_new_tokens
+        with self._adapter(job.adapter), _seeded(job.seed, device), torch.inference_mode():
+            return self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                stopping_criteria=StoppingCriteriaList([criteria]),
+                streamer=streamer,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+                **sampling,
+            ).cpu()
 
-        def work() -> None:
-            with torch.inference_mode():
-                if request.seed is not None:
-                    torch.manual_seed(request.seed)
-                self.model.generate(**kwargs)
+    @contextmanager
+    def _adapter(self, name: str | None) -> Iterator[None]:
+        """Activate the adapter served as `name`, or disable every adapter for the base model (None)."""
+        if name is not None:
+            self.model.set_adapter(self.adapters[name])
+            yield
+        elif self.adapters:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
 
-        with self._lock:
-            worker = threading.Thread(target=work, daemon=True)
-            worker.start()
-            exhausted = yield from _cut_at_stops(streamer, request.stops)
-            if not exhausted:  # a stop string ended the answer: drain so the worker can finish
-                for _ in streamer:
-                    pass
-            worker.join()
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _cut(self, row: list[int], limit: int) -> Tokens:
+        """A generated row up to its own limit, ending before the first end-of-sequence token."""
+        row = row[:limit]
+        for index, token in enumerate(row):
+            if token in self.eos_ids:
+                return row[:index], True
+        return row, False
 
 
-def _cut_at_stops(pieces: Iterator[str], stops: tuple[str, ...]) -> Generator[str, None, bool]:
-    """Pass text through until a stop string appears; hold back text that could be the start of one.
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from a generator seeded with `seed` (None: the usual one) without disturbing the usual one."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
-    Returns True when `pieces` was read to its end, False when a stop string cut it short.
-    """
-    if not stops:
-        yield from pieces
-        return True
-    pending = ""
-    hold = max(len(s) for s in stops) - 1
-    for piece in pieces:
-        pending += piece
-        hits = [pending.find(s) for s in stops if s in pending]
-        if hits:
-            yield pending[: min(hits)]
-            return False
-        if len(pending) > hold:
-            cut = len(pending) - hold
-            yield pending[:cut]
-            pending = pending[cut:]
-    yield pending
-    return True
+
+class _RowLimits(StoppingCriteria):
+    """Finish each row of a batch at its own token limit or once its text holds one of its stop strings."""
+
+    def __init__(
+        self, width: int, limits: list[int], stops: list[tuple[str, ...]], decode: Callable[[list[int]], str]
+    ) -> None:
+        self.width, self.limits, self.stops, self.decode = width, limits, stops, decode
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        made = input_ids.shape[1] - self.width
+        done = [made >= limit for limit in self.limits]
+        for index, stops in enumerate(self.stops):
+            if stops and not done[index]:
+                text = self.decode(input_ids[index, self.width :].tolist())
+                done[index] = any(stop in text for stop in stops)
+        return torch.tensor(done, device=input_ids.device)
+
+
+class _Until(StoppingCriteria):
+    """Stop a one-row generation as soon as `stop()` says so."""
+
+    def __init__(self, stop: Callable[[], bool]) -> None:
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.stop(), device=input_ids.device)
+
+
+class _TokenSink:
+    """A transformers streamer for one row: skips the prompt, then hands each new token to `take`."""
+
+    def __init__(self, take: Callable[[int], bool], eos_ids: set[int]) -> None:
+        self.take, self.eos_ids = take, eos_ids
+        self.prompt_seen = False
+        self.hit_eos = False
+        self.done = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            if self.done:
+                return
+            if token in self.eos_ids:
+                self.hit_eos = self.done = True
+            else:
+                self.done = not self.take(token)
+
+    def end(self) -> None:
+        """Nothing is held back."""

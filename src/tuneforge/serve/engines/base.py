@@ -1,0 +1,104 @@
+"""What every engine offers the scheduler: prompts to token ids, and token ids for a group of jobs."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from tuneforge.serve.text import Completion, TextStream
+
+__all__ = ["Engine", "Job", "Tokens"]
+
+Tokens = tuple[list[int], bool]
+"""The token ids of one generated answer (no end-of-sequence token) and whether the model ended it itself."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request for `n` answers to one prompt, and where its result goes.
+
+    `adapter` is the served name of a LoRA adapter, None for the base model. A job with `emit` set is streamed:
+    text pieces go to `emit` as they are made (n is 1 then). `future` receives the list of `n` completions.
+    """
+
+    prompt: list[int]
+    max_tokens: int
+    adapter: str | None = None
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stops: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    emit: Callable[[str], None] | None = None
+    future: Future[list[Completion]] = field(default_factory=Future)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def batch_key(self) -> tuple[object, ...] | None:
+        """Jobs with equal keys can share one batched generation; None: this job runs alone.
+
+        Streamed jobs run alone, and so do seeded ones, whose seed fixes the random numbers of their whole batch.
+        """
+        if self.emit is not None or self.seed is not None:
+            return None
+        sampling = (0.0, 1.0) if self.greedy else (self.temperature, self.top_p)
+        return (self.adapter, self.ignore_eos, *sampling)
+
+
+class Engine(ABC):
+    """A loaded model (and its adapters) that turns jobs into completions.
+
+    Subclasses implement tokenisation and token generation; turning tokens into text, with stop strings, is shared
+    here so that every engine ends answers the same way. Only the scheduler's thread calls `generate` and `stream`.
+    """
+
+    context_length: int
+    adapter_names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of `messages` rendered with the chat template, ending with the assistant's turn opening."""
+
+    @abstractmethod
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a plain prompt (no chat template)."""
+
+    @abstractmethod
+    def decode(self, tokens: list[int]) -> str:
+        """Text of generated token ids, without special tokens."""
+
+    @abstractmethod
+    def generate_tokens(self, jobs: list[Job]) -> list[list[Tokens]]:
+        """`n` answers per job, for jobs that share a batch key; at most each job's `max_tokens` tokens."""
+
+    @abstractmethod
+    def stream_tokens(self, job: Job, take: Callable[[int], bool]) -> bool:
+        """Generate one answer, passing each token to `take` until it returns False, the job is cancelled, or
+        `max_tokens` is reached. Returns True when the model ended the answer with an end-of-sequence token."""
+
+    def generate(self, jobs: list[Job]) -> list[list[Completion]]:
+        """The completions of each job, in order."""
+        return [
+            [self._finish(job, tokens, hit_eos) for tokens, hit_eos in answers]
+            for job, answers in zip(jobs, self.generate_tokens(jobs), strict=True)
+        ]
+
+    def stream(self, job: Job) -> Completion:
+        """Generate one answer, sending its text to `job.emit` piece by piece."""
+        text = TextStream(self.decode, job.stops, job.emit)
+        hit_eos = self.stream_tokens(job, text.add)
+        return text.close(hit_eos)
+
+    def _finish(self, job: Job, tokens: list[int], hit_eos: bool) -> Completion:
+        text = TextStream(self.decode, job.stops)
+        for token in tokens:
+            if not text.add(token):
+                break
+        return text.close(hit_eos)

@@ -1,0 +1,64 @@
+"""llama.cpp behind the engine interface: an optional engine for GGUF files, used when `llama-cpp-python` is
+installed. It runs one answer at a time (a batch is run answer by answer) and serves no LoRA adapters.
+
+The chat template comes from the GGUF file through transformers, so prompts render as everywhere in tuneforge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tuneforge.data.render import render_text
+from tuneforge.serve.engines.base import Engine, Job, Tokens
+
+__all__ = ["LlamaCppEngine"]
+
+
+class LlamaCppEngine(Engine):
+    """A GGUF file loaded by llama-cpp-python with the context length stored in the file."""
+
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+        from transformers import AutoTokenizer
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=0, verbose=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        self.context_length = int(self.llm.n_ctx())
+        self._eos = {self.llm.token_eos(), self.tokenizer.eos_token_id}
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = render_text(self.tokenizer, messages, generation=True)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def generate_tokens(self, jobs: list[Job]) -> list[list[Tokens]]:
+        answers = []
+        for job in jobs:
+            self._seed(job)
+            answers.append([self._answer(job, None) for _ in range(job.n)])
+        return answers
+
+    def stream_tokens(self, job: Job, take: Callable[[int], bool]) -> bool:
+        self._seed(job)
+        return self._answer(job, take)[1]
+
+    def _seed(self, job: Job) -> None:
+        if job.seed is not None:
+            self.llm.set_seed(job.seed)
+
+    def _answer(self, job: Job, take: Callable[[int], bool] | None) -> Tokens:
+        """Sample one answer token by token (temperature 0: greedy)."""
+        tokens: list[int] = []
+        for token in self.llm.generate(job.prompt, temp=job.temperature, top_p=job.top_p, reset=True):
+            if token in self._eos and not job.ignore_eos:
+                return tokens, True
+            tokens.append(token)
+            if len(tokens) >= job.max_tokens or job.cancelled.is_set() or (take is not None and not take(token)):
+                break
+        return tokens, False
