@@ -271,6 +271,11 @@ def test_dump_config_keeps_non_default_lora_rank(tmp_path):
         "alpha": 16.0,
         "dropout": 0.0,
         "target_modules": "all-linear",
+        "use_dora": False,
+        "use_rslora": False,
+        "init": "default",
+        "loraplus_lr_ratio": None,
+        "modules_to_save": None,
     }
 
 
@@ -310,7 +315,7 @@ def test_builtin_registries_list_their_names():
     from tuneforge.methods import METHODS
     from tuneforge.models.adapters import ADAPTERS
 
-    assert ADAPTERS.names() == ["freeze", "full", "lora"]
+    assert ADAPTERS.names() == ["adapter", "freeze", "full", "ia3", "lora", "prefix", "prompt", "ptuning", "qlora"]
     assert FORMATS.names() == ["alpaca", "openai", "prompt_completion", "sharegpt", "text"]
     assert "sft" in METHODS.names()
     with pytest.raises(UserError, match="Did you mean 'sharegpt'"):

@@ -28,14 +28,13 @@ def stream_reply(
     from transformers import TextIteratorStreamer
 
     from tuneforge.data.render import render_text
-    from tuneforge.models.generate import stop_token_ids
+    from tuneforge.models.generate import generate_new_tokens, stop_token_ids
 
     text = render_text(tokenizer, messages, generation=True)
     inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     kwargs = dict(
-        **inputs,
         max_new_tokens=max_new_tokens,
         streamer=streamer,
         eos_token_id=stop_token_ids(model, tokenizer),
@@ -45,7 +44,7 @@ def stream_reply(
 
     def generate() -> None:
         with torch.inference_mode():
-            model.generate(**kwargs)
+            generate_new_tokens(model, inputs["input_ids"], inputs["attention_mask"], **kwargs)
 
     worker = threading.Thread(target=generate, daemon=True)
     worker.start()

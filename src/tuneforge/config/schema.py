@@ -136,7 +136,9 @@ class MethodSection(Section):
 class AdapterParams(Section):
     """Base of every adapter's parameters; `name` picks the adapter (see tuneforge.models.adapters)."""
 
-    name: str = Field("lora", description="Adapter method: full, freeze or lora.")
+    name: str = Field(
+        "lora", description="Adapter method: full, freeze, lora, qlora, ia3, prefix, prompt, ptuning or adapter."
+    )
 
 
 class TrainSection(Section):

@@ -9,7 +9,7 @@ import torch
 
 from tuneforge.data.render import render_text
 
-__all__ = ["Reply", "generate_replies", "stop_token_ids"]
+__all__ = ["Reply", "generate_new_tokens", "generate_replies", "stop_token_ids"]
 
 
 @dataclass
@@ -31,20 +31,65 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def _virtual_token_config(model: Any) -> Any:
+    """The peft config of a prompt-learning model (prefix, prompt or P-tuning), else None."""
+    config = getattr(model, "active_peft_config", None)
+    return config if config is not None and config.is_prompt_learning else None
+
+
+def _with_virtual_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+    """generate() inputs for the base model of a prompt-learning model, its virtual tokens in front.
+
+    Placeholder ids stand for the virtual tokens, so that the cache, attention mask and position ids (counted from
+    the mask, left padding included) are laid out exactly as in training. Prefix tuning supplies them as a
+    pre-filled cache; prompt and P-tuning as input embeddings.
+    """
+    config = _virtual_token_config(model)
+    batch, count = input_ids.shape[0], config.num_virtual_tokens
+    placeholders = input_ids.new_zeros((batch, count))
+    inputs: dict[str, Any] = {
+        "input_ids": torch.cat([placeholders, input_ids], dim=1),
+        "attention_mask": torch.cat([attention_mask.new_ones((batch, count)), attention_mask], dim=1),
+    }
+    if config.peft_type == "PREFIX_TUNING":
+        inputs["cache"] = model.get_prompt(batch)
+    else:
+        embeds = model.word_embeddings(input_ids)
+        inputs["inputs_embeds"] = torch.cat([model.get_prompt(batch).to(embeds.dtype), embeds], dim=1)
+    return inputs
+
+
+def generate_new_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+    """`model.generate(...)` returning only the new tokens; works for every adapter, prompt learning included.
+
+    peft's own generate for prompt-learning models does not follow the transformers 5 generation loop (cache
+    positions go wrong), so those models generate through their base model here. `kwargs` go to generate()
+    (a streamer sees the prompt first, as usual).
+    """
+    if _virtual_token_config(model) is None:
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return output[:, input_ids.shape[1] :]
+    inputs = _with_virtual_tokens(model, input_ids, attention_mask)
+    output = model.get_base_model().generate(**inputs, **kwargs)
+    return output[:, inputs["input_ids"].shape[1] :]
+
+
 @torch.inference_mode()
 def _generate_batch(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int) -> list[Reply]:
     stops = stop_token_ids(model, tokenizer)
     tokenizer.padding_side = "left"
     encoded = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
-    output = model.generate(
-        **encoded,
+    new_tokens = generate_new_tokens(
+        model,
+        encoded["input_ids"],
+        encoded["attention_mask"],
         max_new_tokens=max_new_tokens,
         do_sample=False,
         eos_token_id=stops,
         pad_token_id=tokenizer.pad_token_id,
     )
     replies = []
-    for row in output[:, encoded["input_ids"].shape[1] :].tolist():
+    for row in new_tokens.tolist():
         finished = any(token in stops for token in row)
         if finished:
             row = row[: next(i for i, token in enumerate(row) if token in stops)]

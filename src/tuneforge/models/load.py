@@ -57,12 +57,19 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]
     return model, _prepare_tokenizer(tokenizer)
 
 
-def _load_folder(source: str, dtype: torch.dtype, attn: str, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load_folder(
+    source: str, dtype: torch.dtype, attn: str, trust_remote_code: bool, model_kwargs: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, attn_implementation=attn, trust_remote_code=trust_remote_code, use_safetensors=True
+        source,
+        dtype=dtype,
+        attn_implementation=attn,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        **(model_kwargs or {}),
     )
     return model, _prepare_tokenizer(tokenizer)
 
@@ -77,38 +84,54 @@ def _unknown_model(name: str) -> UserError:
 
 
 def load_model(
-    name_or_path: str, dtype: str = "auto", attn: str = "sdpa", trust_remote_code: bool = False
+    name_or_path: str,
+    dtype: str = "auto",
+    attn: str = "sdpa",
+    trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer; the run directory of a LoRA run loads base + adapter."""
+    """Load a causal LM and its tokenizer; the run directory of an adapter run loads base + adapter.
+
+    `model_kwargs` go to `from_pretrained` (e.g. a quantization_config and device_map); they need a Hugging Face
+    folder, zoo name or hub id.
+    """
     from tuneforge.models.zoo import ZOO, ensure_cached
 
     torch_dtype = resolve_dtype(dtype)
     path = Path(name_or_path).expanduser()
+    is_run = path.is_dir() and (path / "config.yaml").is_file() and (path / "model").is_dir()
+    if model_kwargs and ((path.is_file() and path.suffix == ".gguf") or is_run):
+        raise UserError(
+            f"{name_or_path}: quantised loading (adapter.name=qlora) needs a Hugging Face model folder, zoo name "
+            "or hub id, not a .gguf file or run directory; use adapter.name: lora here"
+        )
     if name_or_path in ZOO:
         folder = ensure_cached(ZOO[name_or_path])
-        model, tokenizer = _load_folder(str(folder), torch_dtype, attn, trust_remote_code)
+        model, tokenizer = _load_folder(str(folder), torch_dtype, attn, trust_remote_code, model_kwargs)
     elif path.is_file() and path.suffix == ".gguf":
         model, tokenizer = load_gguf(path, torch_dtype)
-    elif path.is_dir() and (path / "config.yaml").is_file() and (path / "model").is_dir():
+    elif is_run:
         from tuneforge.train.artifacts import load_run
 
         return load_run(path, dtype=dtype, attn=attn)
     elif path.is_dir() and (path / "config.json").is_file():
-        model, tokenizer = _load_folder(str(path), torch_dtype, attn, trust_remote_code)
+        model, tokenizer = _load_folder(str(path), torch_dtype, attn, trust_remote_code, model_kwargs)
     elif path.exists():
         raise UserError(f"{name_or_path}: not a model folder (no config.json), .gguf file or tuneforge run directory")
     elif name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
-        model, tokenizer = _load_hub(name_or_path, torch_dtype, attn, trust_remote_code)
+        model, tokenizer = _load_hub(name_or_path, torch_dtype, attn, trust_remote_code, model_kwargs)
     else:
         raise _unknown_model(name_or_path)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, source=name_or_path)
 
 
-def _load_hub(repo_id: str, dtype: torch.dtype, attn: str, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load_hub(
+    repo_id: str, dtype: torch.dtype, attn: str, trust_remote_code: bool, model_kwargs: dict[str, Any] | None
+) -> tuple[Any, Any]:
     """A hub id works as in transformers when a network (or the hub cache) is there."""
     try:
-        return _load_folder(repo_id, dtype, attn, trust_remote_code)
+        return _load_folder(repo_id, dtype, attn, trust_remote_code, model_kwargs)
     except OSError as err:
         raise UserError(
             f"cannot load {repo_id!r} from the Hugging Face hub or its cache ({str(err).splitlines()[0]}). "

@@ -46,10 +46,17 @@ def prepare_run_dir(config: RunConfig) -> Path:
 
 
 def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Save the adapter (peft models) or the whole model, plus the tokenizer, as safetensors."""
+    """Save the adapter (peft or tuneforge's own) or the whole model, plus the tokenizer, as safetensors."""
+    from tuneforge.models.adapters import ADAPTERS, adapter_params_of
+
     if folder.exists():
         shutil.rmtree(folder)
-    model.save_pretrained(folder)
+    params = adapter_params_of(model)
+    save = ADAPTERS.get(params.name).save if params is not None else None
+    if save is not None:
+        save(model, folder)
+    else:
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
@@ -97,15 +104,20 @@ def load_run(run_dir: Path, dtype: str = "auto", attn: str = "sdpa") -> Any:
     model_dir = run_dir / "model"
     if not any(model_dir.glob("*.safetensors")):
         raise UserError(f"{run_dir} has no saved model yet (is the run finished? see {run_dir / STATUS_FILE})")
-    if ADAPTERS.get(config.adapter.name).saves_full_model:
+    spec = ADAPTERS.get(config.adapter.name)
+    if spec.saves_full_model:
         loaded = load_model(str(model_dir), dtype=dtype, attn=attn)
         return LoadedModel(loaded.model, loaded.tokenizer, source=str(run_dir))
-    from peft import PeftModel
-
+    # the base loads unquantised even for QLoRA (its adapter is plain LoRA), so that it also works without a GPU
     base = load_model(
         config.model.name_or_path, dtype=dtype, attn=attn, trust_remote_code=config.model.trust_remote_code
     )
-    model = PeftModel.from_pretrained(base.model, str(model_dir))
+    if spec.load is not None:
+        model = spec.load(base.model, model_dir)
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base.model, str(model_dir))
     model.eval()
     return LoadedModel(model, base.tokenizer, source=str(run_dir))
 

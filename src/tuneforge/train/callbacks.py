@@ -29,6 +29,13 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
         path.write_text("", encoding="utf-8")
 
+    def replace(self, records: list[dict[str, Any]]) -> None:
+        """Start over from `records` (a resumed run's history up to its checkpoint), rewriting the file."""
+        self.records = [dict(r) for r in records]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
+        tmp.replace(self.path)
+
     def write(self, **record: Any) -> None:
         """Append a record (e.g. step=3, loss=1.2)."""
         self.records.append(record)

@@ -5,28 +5,68 @@ one sample and a micro-batch is one padded forward pass. With packing a row is a
 best fit into at most `cutoff_len` tokens, laid out end to end with position_ids restarting per sample, and every
 pack is a forward pass of its own: no padding, memory bounded by one pack, logits only at supervised positions.
 Each optimizer step still divides by the supervised tokens of all its forward passes, so the update is exact.
+
+Validation runs every `eval_steps`, at each epoch end and at the last step; with `early_stopping_patience` the
+run stops after that many evaluations without a lower validation loss and ends with the best weights.
+Checkpoints (see tuneforge.train.checkpoint) hold everything a resumed run needs to continue exactly: weights,
+optimizer, scheduler, RNG states, the data position and the metrics so far. The first Ctrl-C finishes the
+current step, saves a checkpoint and raises TrainingInterrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from tuneforge.data.packing import best_fit_packs
 from tuneforge.data.render import RenderedSample
+from tuneforge.errors import UserError
 from tuneforge.methods.base import Method
 from tuneforge.train.callbacks import MetricsLog, check_finite
+from tuneforge.train.checkpoint import (
+    CheckpointStore,
+    capture_rng,
+    load_trainable,
+    load_training_state,
+    read_trainer_state,
+    restore_rng,
+    trainable_state,
+)
+from tuneforge.train.optim import (
+    ParameterGroupsHook,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+    warmup_steps,
+)
+from tuneforge.train.precision import (
+    Amp,
+    Precision,
+    compute_precision,
+    enable_gradient_checkpointing,
+    model_device,
+    resolve_gradient_checkpointing,
+    resolve_precision,
+    upcast_trainable,
+)
 from tuneforge.train.progress import progress_bar
 
 __all__ = [
+    "LoopContext",
     "LoopResult",
     "LoopSettings",
+    "TrainingInterrupted",
     "build_scheduler",
     "evaluate_loss",
     "plan_steps",
@@ -39,7 +79,8 @@ __all__ = [
 class LoopSettings:
     """Everything the loop needs, as plain values (built from the train and data config sections).
 
-    `cutoff_len` is the capacity of a pack in tokens when `packing` is on.
+    `cutoff_len` is the capacity of a pack in tokens when `packing` is on. `warmup_steps`, when set, wins over
+    `warmup_ratio`. `dtype` and `gradient_checkpointing` are the raw config values, resolved for the model's device.
     """
 
     learning_rate: float
@@ -57,16 +98,71 @@ class LoopSettings:
     packing: bool
     pad_id: int
     cutoff_len: int = 512
+    optimizer: str = "adamw"
+    warmup_steps: int | None = None
+    layer_lr_decay: float = 1.0
+    dtype: str = "auto"
+    gradient_checkpointing: str | bool = False
+    early_stopping_patience: int | None = None
+
+
+@dataclass
+class LoopContext:
+    """What the loop talks to besides model, method and data.
+
+    Attributes:
+        on_eval: runs after each validation and each checkpoint (e.g. re-plot the loss curve).
+        checkpoints: where and when to checkpoint (None: never).
+        resume: a checkpoint folder to continue from.
+        reporters: objects with `log(record)` (TensorBoard, W&B, MLflow).
+        parameter_groups: the adapter's own optimizer groups (e.g. LoRA+), if it has them.
+    """
+
+    on_eval: Callable[[], None] | None = None
+    checkpoints: CheckpointStore | None = None
+    resume: Path | None = None
+    reporters: list[Any] = field(default_factory=list)
+    parameter_groups: ParameterGroupsHook | None = None
 
 
 @dataclass
 class LoopResult:
     steps: int
     epochs: float
-    final_loss: float
+    final_loss: float  # of the returned weights: the best step's when early stopping restored them
     final_val_loss: float | None
     tokens_per_s: float
     seconds: float
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    stopped_early: bool = False
+    restored_best: bool = False
+    resumed_from: int | None = None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run stopped after `step`, saved to `checkpoint` (None when nothing to save)."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class LoopState:
+    """The loop's counters; a checkpoint stores them so that a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    index: int = 0  # optimizer steps already taken in `epoch`
+    seen_tokens: int = 0
+    train_seconds: float = 0.0
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    evals_since_best: int = 0
+    last_loss: float = float("nan")
+    last_val_loss: float | None = None
 
 
 def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list[list[int]]:
@@ -84,37 +180,33 @@ def plan_steps(num_rows: int, settings: LoopSettings) -> tuple[int, int]:
     return per_epoch, total
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
-    """Linear warm-up for `warmup` steps, then cosine / linear decay to 0, or constant."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _micro_batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
     """Consecutive groups of `batch_size` rows."""
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def _step_groups(rows: list[list[int]], settings: LoopSettings) -> Iterator[tuple[int, list[list[list[int]]]]]:
-    """Endless (epoch, [micro-batch of rows]) groups; the rows are reshuffled each epoch with seed + epoch."""
-    epoch = 0
+def _positioned_groups(
+    rows: list[list[int]], settings: LoopSettings, epoch: int = 0, index: int = 0
+) -> Iterator[tuple[int, int, list[list[list[int]]]]]:
+    """Endless (epoch, step index in epoch, [micro-batch of rows]) from a data position onwards.
+
+    The rows are reshuffled each epoch with seed + epoch, so a position (epoch, index) fixes all that follows.
+    """
     while True:
         order = list(rows)
         random.Random(settings.seed + epoch).shuffle(order)
         micro = _micro_batches(order, settings.batch_size)
-        for start in range(0, len(micro), settings.grad_accum):
-            yield epoch, micro[start : start + settings.grad_accum]
-        epoch += 1
+        starts = range(0, len(micro), settings.grad_accum)
+        for position, start in enumerate(starts):
+            if position >= index:
+                yield epoch, position, micro[start : start + settings.grad_accum]
+        epoch, index = epoch + 1, 0
+
+
+def _step_groups(rows: list[list[int]], settings: LoopSettings) -> Iterator[tuple[int, list[list[list[int]]]]]:
+    """Endless (epoch, [micro-batch of rows]) groups; the rows are reshuffled each epoch with seed + epoch."""
+    for epoch, _, group in _positioned_groups(rows, settings):
+        yield epoch, group
 
 
 def _collate(
@@ -126,43 +218,322 @@ def _collate(
     return [method.collate([samples[i] for row in micro for i in row], False, settings.pad_id)]
 
 
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
 def _token_total(samples: list[RenderedSample], group: list[list[list[int]]]) -> int:
     """Tokens of the samples in `group`, padding excluded."""
     return sum(len(samples[i].input_ids) for micro in group for row in micro for i in row)
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, method: Method, samples: list[RenderedSample], settings: LoopSettings) -> float | None:
+def evaluate_loss(
+    model: Any,
+    method: Method,
+    samples: list[RenderedSample],
+    settings: LoopSettings,
+    precision: Precision | None = None,
+) -> float | None:
     """Mean loss per supervised token over `samples` (None when there are none)."""
     if not samples:
         return None
     was_training = model.training
     model.eval()
+    device = model_device(model)
     total, tokens = 0.0, 0
     for micro in _micro_batches(training_rows(samples, settings), settings.batch_size):
         for batch in _collate(method, samples, micro, settings):
-            total += float(method.loss_sum(model, batch))
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                total += float(method.loss_sum(model, _to_device(batch, device)))
             tokens += method.token_count(batch)
     model.train(was_training)
     return total / max(tokens, 1)
 
 
 def _optimizer_step(
-    model: Any, method: Method, batches: list[dict[str, torch.Tensor]], settings: LoopSettings, step: int
+    model: Any,
+    method: Method,
+    batches: list[dict[str, torch.Tensor]],
+    settings: LoopSettings,
+    step: int,
+    amp: Amp | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[float, float]:
-    """Forward/backward every micro-batch, normalised by the step's total supervised tokens; returns (loss, norm)."""
+    """Forward/backward every micro-batch, normalised by the step's total supervised tokens; returns (loss, norm).
+
+    With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
+    scaler, which skips that update.
+    """
+    amp = amp or Amp(Precision("fp32", "cpu"))
     tokens = sum(method.token_count(b) for b in batches)
     loss_total = 0.0
     for batch in batches:
-        loss = method.loss_sum(model, batch) / max(tokens, 1)
-        loss.backward()
+        with amp.precision.autocast():
+            loss = method.loss_sum(model, batch) / max(tokens, 1)
+        amp.backward(loss)
         loss_total += float(loss.detach())
     check_finite(loss_total, "training loss", step)
+    if optimizer is not None:
+        amp.unscale(optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    check_finite(norm, "gradient norm", step)
+    if amp.scaler is None:
+        check_finite(norm, "gradient norm", step)
     return loss_total, norm
+
+
+@contextmanager
+def _stop_requests() -> Iterator[Callable[[], bool]]:
+    """Yield `requested()`: the first Ctrl-C (SIGINT) only sets it; a second one interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _prepare_model(model: Any, settings: LoopSettings) -> Amp:
+    """float32 master weights, gradient checkpointing if asked, and the step's autocast / loss scaling."""
+    precision = compute_precision(resolve_precision(settings.dtype, model_device(model)), model)
+    upcast_trainable(model)
+    if resolve_gradient_checkpointing(settings.gradient_checkpointing, model):
+        enable_gradient_checkpointing(model)
+    return Amp.create(precision)
+
+
+class _Trainer:
+    """One training run over prepared samples; `run()` trains the model in place."""
+
+    def __init__(
+        self,
+        model: Any,
+        method: Method,
+        data: tuple[list[RenderedSample], list[RenderedSample]],
+        settings: LoopSettings,
+        log: MetricsLog,
+        context: LoopContext,
+    ) -> None:
+        self.model, self.method, self.settings, self.log, self.context = model, method, settings, log, context
+        self.train, self.val = data
+        if settings.early_stopping_patience and not self.val:
+            raise UserError(
+                "train.early_stopping_patience needs validation data: set data.val_size > 0 or give data.eval"
+            )
+        self.rows = training_rows(self.train, settings)
+        self.per_epoch, self.total = plan_steps(len(self.rows), settings)
+        self.eval_every = settings.eval_steps or max(1, self.total // 5)
+        self.amp = _prepare_model(model, settings)
+        self.device = model_device(model)
+        groups = parameter_groups(
+            model, settings.learning_rate, settings.weight_decay, settings.layer_lr_decay, context.parameter_groups
+        )
+        self.optimizer = build_optimizer(settings.optimizer, groups, settings.learning_rate)
+        warmup = warmup_steps(self.total, settings.warmup_ratio, settings.warmup_steps)
+        self.scheduler = build_scheduler(self.optimizer, settings.scheduler, warmup, self.total)
+        self.state = LoopState()
+        self.saved_step: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.resumed_from: int | None = None
+
+    # ------------------------------------------------------------------------------------------------ state
+
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: weights, optimizer, scheduler, scaler, RNG, counters, metrics."""
+        saved = read_trainer_state(path)
+        load_trainable(self.model, path)
+        tensors = load_training_state(path)
+        try:
+            self.optimizer.load_state_dict(tensors["optimizer"])
+        except ValueError as err:
+            raise UserError(
+                f"cannot restore the optimizer state of {path} ({err}); the trainable parameters or their groups "
+                "changed (adapter, train.weight_decay, train.layer_lr_decay): start afresh"
+            ) from None
+        self.scheduler.load_state_dict(tensors["scheduler"])
+        if self.amp.scaler is not None and tensors.get("scaler"):
+            self.amp.scaler.load_state_dict(tensors["scaler"])
+        restore_rng(tensors["rng"])
+        known = set(LoopState.__dataclass_fields__)
+        self.state = LoopState(**{k: v for k, v in saved["loop"].items() if k in known})
+        self.log.replace(saved["metrics"])
+        self.saved_step = self.resumed_from = self.state.step
+        if self.context.checkpoints is not None:
+            self.context.checkpoints.discard_after(self.state.step)
+
+    def _save(self) -> Path | None:
+        """Checkpoint the state after the current step (once per step)."""
+        store = self.context.checkpoints
+        if store is None or self.state.step == 0 or self.saved_step == self.state.step:
+            return store.path(self.state.step) if store is not None and self.state.step else None
+        tensors = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
+            "rng": capture_rng(),
+        }
+        info = {
+            "version": 1,
+            "step": self.state.step,
+            "data": {"epoch": self.state.epoch, "index": self.state.index, "shuffle_seed": self.settings.seed},
+            "loop": asdict(self.state),
+            "metrics": self.log.records,
+        }
+        path = store.save(self.state.step, self.model, tensors, info, self.state.best_step)
+        self.saved_step = self.state.step
+        if self.context.on_eval is not None:
+            self.context.on_eval()
+        return path
+
+    # ------------------------------------------------------------------------------------------------ steps
+
+    def _train_step(self, group: list[list[list[int]]]) -> dict[str, Any]:
+        """One optimizer step over `group`; returns its metrics record."""
+        started = time.perf_counter()
+        batches = [
+            _to_device(batch, self.device)
+            for micro in group
+            for batch in _collate(self.method, self.train, micro, self.settings)
+        ]
+        step = self.state.step + 1
+        loss, norm = _optimizer_step(self.model, self.method, batches, self.settings, step, self.amp, self.optimizer)
+        lr = self.scheduler.get_last_lr()[0]
+        self.amp.step(self.optimizer)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        s = self.state
+        s.train_seconds += time.perf_counter() - started
+        s.seen_tokens += _token_total(self.train, group)
+        s.step, s.last_loss = step, loss
+        return {
+            "step": step,
+            "epoch": round(step / self.per_epoch, 3),
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": norm if math.isfinite(norm) else None,
+            "tokens_per_s": s.seen_tokens / max(s.train_seconds, 1e-9),
+        }
+
+    def _evaluate(self) -> tuple[float | None, bool]:
+        """Validation loss now, and whether it is the best so far (updates the early-stopping counters)."""
+        s = self.state
+        val_loss = evaluate_loss(self.model, self.method, self.val, self.settings, self.amp.precision)
+        s.last_val_loss = val_loss
+        if val_loss is None:
+            return None, False
+        check_finite(val_loss, "validation loss", s.step)
+        if s.best_val_loss is None or val_loss < s.best_val_loss:
+            s.best_step, s.best_val_loss, s.evals_since_best = s.step, val_loss, 0
+            return val_loss, True
+        s.evals_since_best += 1
+        return val_loss, False
+
+    def _due_for_eval(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step % self.per_epoch == 0 or step == self.total
+
+    def _patience_spent(self) -> bool:
+        patience = self.settings.early_stopping_patience
+        return bool(patience) and self.state.evals_since_best >= patience
+
+    def _after_step(self, record: dict[str, Any]) -> bool:
+        """Evaluate, log, checkpoint; True when early stopping ends the run."""
+        step = record["step"]
+        evaluated = improved = False
+        if self._due_for_eval(step):
+            record["val_loss"], improved = self._evaluate()
+            evaluated = True
+        if step % self.settings.logging_steps == 0 or evaluated:
+            self.log.write(**record)
+            for reporter in self.context.reporters:
+                reporter.log(record)
+        if evaluated and self.context.on_eval is not None:
+            self.context.on_eval()
+        if improved and self.settings.early_stopping_patience and step < self.total:
+            self._keep_best()  # at the last step the current weights are the best ones anyway
+        store = self.context.checkpoints
+        if store is not None and step < self.total and store.due(step, evaluated):
+            self._save()
+        return self._patience_spent()
+
+    def _keep_best(self) -> None:
+        """Make sure the best weights can be restored: a checkpoint when there is a store, else a copy in memory."""
+        if self.context.checkpoints is not None:
+            self._save()
+        else:
+            self.best_weights = trainable_state(self.model)
+
+    def _restore_best(self) -> bool:
+        """Put the best validation weights back (early stopping); True when they differ from the current ones."""
+        s = self.state
+        if not self.settings.early_stopping_patience or s.best_step is None or s.best_step == s.step:
+            return False
+        store = self.context.checkpoints
+        path = store.path(s.best_step) if store is not None else None
+        if path is not None:
+            load_trainable(self.model, path)
+            return True
+        if self.best_weights is None:
+            return False
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in self.best_weights.items():
+                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+        return True
+
+    # ------------------------------------------------------------------------------------------------ run
+
+    def _loss_at(self, step: int | None) -> float:
+        """The logged training loss of `step` (the last loss when it was not logged)."""
+        logged = [r["loss"] for r in self.log.records if r.get("step") == step]
+        return logged[-1] if logged else self.state.last_loss
+
+    def _info(self, record: dict[str, Any]) -> str:
+        val = self.state.last_val_loss
+        text = f"loss {record['loss']:.3f}" + (f" val {val:.3f}" if val is not None else "")
+        return f"{text} lr {record['lr']:.1e} {record['tokens_per_s']:.0f} tok/s"
+
+    def run(self) -> LoopResult:
+        """Train from the current state to the last step, early stopping or Ctrl-C."""
+        self.model.train()
+        s = self.state
+        groups = _positioned_groups(self.rows, self.settings, s.epoch, s.index)
+        stopped_early = False
+        with _stop_requests() as stop_requested, progress_bar("training", self.total, completed=s.step) as advance:
+            while s.step < self.total:
+                epoch, index, group = next(groups)
+                record = self._train_step(group)
+                s.epoch, s.index = (epoch + 1, 0) if index + 1 == self.per_epoch else (epoch, index + 1)
+                stopped_early = self._after_step(record)
+                advance(1, info=self._info(record))
+                if stopped_early:
+                    break
+                if stop_requested() and s.step < self.total:
+                    raise TrainingInterrupted(s.step, self._save())
+        restored = self._restore_best()
+        final = (self._loss_at(s.best_step), s.best_val_loss) if restored else (s.last_loss, s.last_val_loss)
+        return LoopResult(
+            s.step,
+            s.step / self.per_epoch,
+            *final,
+            s.seen_tokens / max(s.train_seconds, 1e-9),
+            s.train_seconds,
+            best_step=s.best_step,
+            best_val_loss=s.best_val_loss,
+            stopped_early=stopped_early,
+            restored_best=restored,
+            resumed_from=self.resumed_from,
+        )
 
 
 def train_loop(
@@ -172,45 +543,14 @@ def train_loop(
     val: list[RenderedSample],
     settings: LoopSettings,
     log: MetricsLog,
-    on_eval: Any = None,
+    on_eval: Callable[[], None] | None = None,
+    context: LoopContext | None = None,
 ) -> LoopResult:
-    """Train `model` in place; metrics go to `log`; `on_eval()` runs after each validation (e.g. re-plot)."""
-    rows = training_rows(train, settings)
-    per_epoch, total = plan_steps(len(rows), settings)
-    eval_every = settings.eval_steps or max(1, total // 5)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = build_scheduler(optimizer, settings.scheduler, math.ceil(settings.warmup_ratio * total), total)
-    model.train()
-    groups = _step_groups(rows, settings)
-    seen_tokens, train_seconds, loss, val_loss = 0, 0.0, float("nan"), None
-    with progress_bar("training", total=total) as advance:
-        for step in range(1, total + 1):
-            _, group = next(groups)
-            started = time.perf_counter()
-            batches = [batch for micro in group for batch in _collate(method, train, micro, settings)]
-            loss, norm = _optimizer_step(model, method, batches, settings, step)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_seconds += time.perf_counter() - started
-            seen_tokens += _token_total(train, group)
-            record: dict[str, Any] = {
-                "step": step,
-                "epoch": round(step / per_epoch, 3),
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": norm,
-                "tokens_per_s": seen_tokens / train_seconds,
-            }
-            if step % eval_every == 0 or step == total:
-                val_loss = evaluate_loss(model, method, val, settings)
-                record["val_loss"] = val_loss
-            if step % settings.logging_steps == 0 or "val_loss" in record:
-                log.write(**record)
-            if "val_loss" in record and on_eval is not None:
-                on_eval()
-            info = f"loss {loss:.3f}" + (f" val {val_loss:.3f}" if val_loss is not None else "")
-            advance(1, info=f"{info} lr {lr:.1e} {seen_tokens / train_seconds:.0f} tok/s")
-    return LoopResult(total, total / per_epoch, loss, val_loss, seen_tokens / max(train_seconds, 1e-9), train_seconds)
+    """Train `model` in place; metrics go to `log`; `context` adds checkpoints, resume, reporters, adapter groups."""
+    context = context or LoopContext()
+    if on_eval is not None:
+        context.on_eval = on_eval
+    trainer = _Trainer(model, method, (train, val), settings, log, context)
+    if context.resume is not None:
+        trainer.resume(context.resume)
+    return trainer.run()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tuneforge.data.render import IGNORE_INDEX
 
-__all__ = ["causal_lm_loss_sum", "supervised_token_count"]
+__all__ = ["causal_lm_loss_sum", "prepended_tokens", "supervised_token_count"]
 
 
 def supervised_token_count(batch: dict[str, torch.Tensor]) -> int:
@@ -23,13 +23,27 @@ def causal_lm_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     Callers divide by the supervised-token count of the whole optimizer step, which makes gradient
     accumulation exact: k micro-batches give the same update as one batch holding all their tokens.
     For a packed batch (one row), logits are computed only at supervised positions (`logits_to_keep`).
+    The logits of virtual tokens a prompt-learning model puts in front (`prepended_tokens`) are skipped, so that
+    logits and targets line up.
     """
     targets = batch["targets"]
     keep = targets != IGNORE_INDEX
     inputs = {k: v for k, v in batch.items() if k != "targets"}
+    virtual = prepended_tokens(model)
     if targets.shape[0] == 1 and "attention_mask" not in batch:
         positions = keep[0].nonzero().squeeze(-1)
-        logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits[0]
+        logits = model(**inputs, use_cache=False, logits_to_keep=positions + virtual).logits[0]
         return F.cross_entropy(logits.float(), targets[0, positions], reduction="sum")
-    logits = model(**inputs, use_cache=False).logits
+    logits = model(**inputs, use_cache=False).logits[:, virtual:]
     return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+
+
+def prepended_tokens(model: Any) -> int:
+    """Virtual tokens a peft prompt-tuning or P-tuning model puts in front of the inputs, and so of the logits.
+
+    0 for every other model (prefix tuning puts its prefix in the attention cache, not in the sequence).
+    """
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or config.peft_type == "PREFIX_TUNING":
+        return 0
+    return int(config.num_virtual_tokens)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,11 @@ from tuneforge.models.load import load_model
 from tuneforge.models.zoo import tuneforge_home
 from tuneforge.train.artifacts import prepare_run_dir, save_model, write_model_card, write_status
 from tuneforge.train.callbacks import MetricsLog, plot_losses
+from tuneforge.train.lifecycle import loop_context, outcome_summary, start_point, write_outcome_section
 from tuneforge.train.loop import LoopResult, LoopSettings, train_loop
+from tuneforge.train.precision import make_deterministic, seed_everything
 from tuneforge.train.progress import console
+from tuneforge.train.reporters import check_reporters, close_reporters, open_reporters
 
 __all__ = ["RunOutcome", "run_training"]
 
@@ -58,8 +60,7 @@ def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
 
 
 def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
 
 
 def _loop_settings(config: RunConfig, pad_id: int) -> LoopSettings:
@@ -77,9 +78,15 @@ def _loop_settings(config: RunConfig, pad_id: int) -> LoopSettings:
         seed=t.seed,
         eval_steps=t.eval_steps,
         logging_steps=t.logging_steps,
-        packing=config.data.packing,
+        packing=config.data.packing and ADAPTERS.get(config.adapter.name).supports_packing,
         cutoff_len=config.data.cutoff_len,
         pad_id=pad_id,
+        optimizer=t.optimizer,
+        warmup_steps=t.warmup_steps,
+        layer_lr_decay=t.layer_lr_decay,
+        dtype=t.dtype,
+        gradient_checkpointing=t.gradient_checkpointing,
+        early_stopping_patience=t.early_stopping_patience,
     )
 
 
@@ -130,20 +137,30 @@ def _check_kinds(samples: list, method: str) -> None:
         )
 
 
-def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
-    """Run one training job as configured; everything it produces goes to config.output.dir."""
+def run_training(config: RunConfig, base_dir: Path | None = None, force: bool = False) -> RunOutcome:
+    """Run one training job as configured; everything it produces goes to config.output.dir.
+
+    With train.resume it continues from a checkpoint; `force` resumes even when guarded config keys changed.
+    """
     started = time.perf_counter()
     _absolute_paths(config, base_dir)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
+    if config.train.deterministic:
+        make_deterministic(config.train.seed)
     _seed_everything(config.train.seed)
     adapter = ADAPTERS.get(config.adapter.name)
+    load_kwargs = adapter.load_kwargs(config.adapter) if adapter.load_kwargs else {}  # fails early (QLoRA, no GPU)
     method = METHODS.get(config.method.name)
+    check_reporters(config.train.report_to)
+    resume = start_point(config, base_dir)
     run_dir = prepare_run_dir(config)
+    reporters: list[Any] = []
     try:
+        reporters = open_reporters(config.train.report_to, run_dir, config.model_dump(mode="json"))
         console.print(f"loading model {config.model.name_or_path}")
         m = config.model
-        loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code)
+        loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code, load_kwargs)
         train, val, report = _load_data(config, loaded, base_dir)
         (run_dir / "data_report.txt").write_text(report.full_text(), encoding="utf-8")
 
@@ -153,11 +170,14 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         model = adapter.apply(loaded.model, config.adapter)
         trainable = describe_trainable(model)
         console.print(f"adapter {config.adapter.name}: {trainable}")
+        if "packing" in config.data.model_fields_set and config.data.packing and not adapter.supports_packing:
+            console.print(f"note: adapter {config.adapter.name} trains on padded batches (data.packing is ignored)")
 
         metrics = MetricsLog(run_dir / "metrics.jsonl")
         plot = lambda: plot_losses(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method.name}")  # noqa: E731
         settings = _loop_settings(config, loaded.tokenizer.pad_token_id)
-        result = train_loop(model, method, train, val, settings, metrics, on_eval=plot)
+        context = loop_context(config, run_dir, (train, val), resume, force, (plot, reporters, adapter))
+        result = train_loop(model, method, train, val, settings, metrics, context=context)
         plot()
         model.eval()
         save_model(model, loaded.tokenizer, run_dir / "model")
@@ -166,8 +186,11 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         if before is not None:
             comparison = finish_comparison(model, loaded.tokenizer, before, config.eval, run_dir / "eval")
     except BaseException as err:
-        write_status(run_dir, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        write_status(run_dir, state, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
+    finally:
+        close_reporters(reporters)
     summary = {
         "train_samples": len(train),
         "val_samples": len(val),
@@ -179,7 +202,9 @@ def run_training(config: RunConfig, base_dir: Path | None = None) -> RunOutcome:
         "trainable": trainable,
         "tokens_per_s": result.tokens_per_s,
         "seconds": time.perf_counter() - started,
+        **outcome_summary(result, metrics),
     }
     write_model_card(run_dir, config, summary)
+    write_outcome_section(run_dir, summary)
     write_status(run_dir, "finished", **{k: v for k, v in summary.items() if k != "trainable"})
     return RunOutcome(run_dir, result, comparison)

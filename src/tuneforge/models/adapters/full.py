@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from torch import nn
 
 from tuneforge.config.schema import AdapterParams
@@ -13,7 +14,7 @@ __all__ = ["FullParams", "apply_full"]
 
 
 class FullParams(AdapterParams):
-    name: Literal["full"] = "full"
+    name: Literal["full"] = Field("full", description="Adapter method.")
 
 
 def apply_full(model: nn.Module, params: AdapterParams) -> nn.Module:

@@ -1,0 +1,316 @@
+"""Checkpoints that let a run survive: `RUN_DIR/checkpoints/step-N/`, written atomically, resumed exactly.
+
+A checkpoint folder holds
+  trainable.safetensors   the trainable parameters (adapter, or the trained part of the model), by name
+  training_state.pt       optimizer, scheduler and loss-scaler state, and the RNG states (python, numpy, torch, CUDA)
+  trainer_state.json      step, data position (epoch, steps done in it, shuffle seed), counters, metrics so far,
+                          and fingerprints of the config parts a resumed run must share
+
+It is written into a temporary folder beside it and renamed into place, so `step-N` either is complete or does
+not exist; a leftover `.tmp-*` folder (a run killed mid-save) is ignored and cleaned up by the next save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tuneforge.errors import UserError
+
+__all__ = [
+    "CHECKPOINTS",
+    "CheckpointStore",
+    "capture_rng",
+    "check_compatible",
+    "list_checkpoints",
+    "load_trainable",
+    "load_training_state",
+    "prune_checkpoints",
+    "read_trainer_state",
+    "restore_rng",
+    "run_fingerprints",
+    "save_checkpoint",
+    "step_of",
+    "trainable_state",
+]
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+WEIGHTS_FILE = "trainable.safetensors"
+TENSORS_FILE = "training_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+
+def step_of(path: Path) -> int:
+    """The step number of a `step-N` folder."""
+    match = _STEP_DIR.match(path.name)
+    if not match:
+        raise ValueError(f"{path} is not a step-N checkpoint folder")
+    return int(match.group(1))
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root` (step-N folders holding trainer_state.json), oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=step_of)
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """trainer_state.json of the checkpoint at `path`."""
+    return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------------- RNG
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state a training step can draw from, in a form torch.load(weights_only=True) reads back."""
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached)
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    """Put back the RNG states of `capture_rng`."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------- save / load
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """The requires_grad parameters by name, as contiguous CPU tensors."""
+    return {
+        name: param.detach().to("cpu", copy=True).contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder by first renaming it to a temporary name, so it never looks complete half-deleted."""
+    doomed = path.with_name(f"{_TMP_PREFIX}delete-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def save_checkpoint(root: Path, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Write checkpoint `root/step-<step>` atomically (replacing an older one of that step)."""
+    final = root / f"step-{step}"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}step-{step}-", dir=root))
+    save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
+    torch.save(tensors, tmp / TENSORS_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    if final.exists():
+        _remove(final)
+    os.replace(tmp, final)
+    return final
+
+
+def load_trainable(model: Any, path: Path) -> None:
+    """Copy the checkpoint's trainable weights into `model`; every trainable parameter must be there."""
+    saved = load_file(str(path / WEIGHTS_FILE))
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing = [name for name in params if name not in saved]
+    if missing:
+        raise UserError(
+            f"{path} holds no weights for {len(missing)} trainable parameters (e.g. {missing[0]}): it was made "
+            "with another model or adapter; resume from a matching checkpoint or start afresh"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(saved[name].to(param.device, param.dtype))
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Optimizer, scheduler, scaler and RNG states of a checkpoint (tensors only: nothing executable)."""
+    return torch.load(path / TENSORS_FILE, map_location="cpu", weights_only=True)
+
+
+def prune_checkpoints(root: Path, keep: int | None, best_step: int | None) -> list[Path]:
+    """Delete checkpoints beyond the newest `keep`, never the best one or the newest; clear stale temporaries."""
+    for leftover in root.glob(f"{_TMP_PREFIX}*") if root.is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    complete = list_checkpoints(root)
+    if keep is None:
+        return []
+    protected = set(complete[-max(keep, 1) :])
+    removed = [p for p in complete if p not in protected and step_of(p) != best_step]
+    for path in removed:
+        _remove(path)
+    return removed
+
+
+@dataclass
+class CheckpointStore:
+    """Where and when the loop checkpoints: every `every` steps (None: at each evaluation; 0: never)."""
+
+    root: Path
+    every: int | None = None
+    keep: int | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def due(self, step: int, evaluated: bool) -> bool:
+        """Whether step `step` ends with a periodic checkpoint."""
+        if self.every is None:
+            return evaluated
+        return self.every > 0 and step % self.every == 0
+
+    def save(
+        self, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any], best_step: int | None
+    ) -> Path:
+        """Save step `step`, then prune to the newest `keep` plus the best."""
+        path = save_checkpoint(self.root, step, model, tensors, {**state, "fingerprints": self.fingerprints})
+        prune_checkpoints(self.root, self.keep, best_step)
+        return path
+
+    def discard_after(self, step: int) -> None:
+        """Delete checkpoints newer than `step` (a run resumed from an older checkpoint rewrites them)."""
+        for path in list_checkpoints(self.root):
+            if step_of(path) > step:
+                _remove(path)
+
+    def path(self, step: int) -> Path | None:
+        """The complete checkpoint of `step`, if there is one."""
+        folder = self.root / f"step-{step}"
+        return folder if (folder / STATE_FILE).is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------- config guard
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _samples_digest(samples: list[Any]) -> str:
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(json.dumps([sample.input_ids, sample.labels]).encode())
+    return digest.hexdigest()[:16]
+
+
+def run_fingerprints(config: Any, train: list[Any], val: list[Any]) -> dict[str, str]:
+    """Short hashes of everything a resumed run must share with the run that wrote the checkpoint."""
+    t = config.train
+    values: dict[str, Any] = {
+        "model.name_or_path": config.model.name_or_path,
+        "method": config.method.model_dump(mode="json"),
+        "adapter": config.adapter.model_dump(mode="json"),
+        "data.packing": config.data.packing,
+        "train.batch_size": t.batch_size,
+        "train.grad_accum": t.grad_accum,
+        "train.seed": t.seed,
+        "train.optimizer": t.optimizer,
+        "train.learning_rate": t.learning_rate,
+        "train.weight_decay": t.weight_decay,
+        "train.layer_lr_decay": t.layer_lr_decay,
+    }
+    fingerprints = {key: _digest(value) for key, value in values.items()}
+    fingerprints["data"] = f"{_samples_digest(train)}:{_samples_digest(val)}"
+    return fingerprints
+
+
+def check_compatible(saved: dict[str, str], current: dict[str, str], source: Path, force: bool) -> list[str]:
+    """The keys whose values differ from the checkpoint's; an error naming them unless `force`."""
+    changed = [key for key, value in current.items() if key in saved and saved[key] != value]
+    if changed and not force:
+        what = ", ".join("data (the prepared samples differ)" if k == "data" else k for k in changed)
+        raise UserError(
+            f"cannot resume from {source}: {what} changed since it was written, so the result would mix two "
+            "different runs. Put the old value back, pass --force to resume anyway, or start afresh with "
+            "output.overwrite=true"
+        )
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------------- where to start
+
+
+def _finished_error(run_dir: Path, status: dict[str, Any]) -> UserError:
+    steps = f" ({status['steps']} steps)" if "steps" in status else ""
+    return UserError(
+        f"{run_dir} already holds a finished run{steps}: there is nothing to resume. Drop --resume / train.resume, "
+        "choose another output.dir, or set output.overwrite=true to train again"
+    )
+
+
+def _explicit_checkpoint(value: str, base_dir: Path | None) -> Path:
+    """train.resume=<path>: a step-N folder, or a run directory (its newest checkpoint)."""
+    candidates = [Path(value)] + ([base_dir / value] if base_dir is not None else [])
+    for path in candidates:
+        if (path / STATE_FILE).is_file():
+            return path
+        newest = list_checkpoints(path / CHECKPOINTS)
+        if newest:
+            return newest[-1]
+    raise UserError(
+        f"train.resume: {value} is not a complete checkpoint (a checkpoints/step-N folder holding {STATE_FILE}) "
+        "nor a run directory with one; give such a path, auto, or false"
+    )
+
+
+def resume_point(config: Any, base_dir: Path | None = None) -> Path | None:
+    """The checkpoint a run continues from (None: start afresh), after checking that the run directory allows it.
+
+    Without train.resume, a run directory holding checkpoints of an unfinished run is refused unless
+    output.overwrite (which deletes them); resuming a finished run is refused.
+    """
+    from tuneforge.train.artifacts import read_status
+
+    run_dir = Path(config.output.dir)
+    root = run_dir / CHECKPOINTS
+    status = read_status(run_dir)
+    resume = config.train.resume
+    if resume is False:
+        existing = list_checkpoints(root)
+        if existing and status.get("status") != "finished":
+            if not config.output.overwrite:
+                raise UserError(
+                    f"{run_dir} holds checkpoints of an unfinished run (newest: {existing[-1].name}); add --resume "
+                    "(or train.resume=auto) to continue it, or set output.overwrite=true to start afresh"
+                )
+            shutil.rmtree(root)
+        return None
+    if status.get("status") == "finished":
+        raise _finished_error(run_dir, status)
+    if resume is True or resume == "auto":
+        existing = list_checkpoints(root)
+        return existing[-1] if existing else None
+    return _explicit_checkpoint(str(resume), base_dir)

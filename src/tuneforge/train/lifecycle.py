@@ -1,0 +1,99 @@
+"""The parts of a run around the loop: where it starts (afresh or from a checkpoint), what the loop is wired to,
+and how the outcome is summarised (best step, early stop, verdict) in run.json, the model card and the console.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuneforge.train.callbacks import MetricsLog
+from tuneforge.train.checkpoint import (
+    CHECKPOINTS,
+    CheckpointStore,
+    check_compatible,
+    read_trainer_state,
+    resume_point,
+    run_fingerprints,
+)
+from tuneforge.train.loop import LoopContext, LoopResult
+from tuneforge.train.progress import console
+from tuneforge.train.reporters import Reporter
+from tuneforge.train.verdict import diagnose
+
+__all__ = ["describe_outcome", "loop_context", "outcome_summary", "start_point", "write_outcome_section"]
+
+
+def start_point(config: Any, base_dir: Path | None) -> Path | None:
+    """The checkpoint to resume from (None: afresh), announced; refuses run directories that do not allow it."""
+    path = resume_point(config, base_dir)
+    if path is not None:
+        console.print(f"resuming from {path} (step {read_trainer_state(path)['step']})")
+    elif config.train.resume is not False:
+        console.print(f"[yellow]no checkpoint under {Path(config.output.dir) / CHECKPOINTS}: starting afresh[/]")
+    return path
+
+
+def loop_context(
+    config: Any,
+    run_dir: Path,
+    data: tuple[list[Any], list[Any]],
+    resume: Path | None,
+    force: bool,
+    extras: tuple[Any, list[Reporter], Any],
+) -> LoopContext:
+    """Checkpoint store, resume point (checked against the current config), reporters and adapter groups.
+
+    `extras` is (on_eval callback, reporters, adapter spec).
+    """
+    on_eval, reporters, adapter = extras
+    t = config.train
+    fingerprints = run_fingerprints(config, *data)
+    if resume is not None:
+        changed = check_compatible(read_trainer_state(resume).get("fingerprints", {}), fingerprints, resume, force)
+        if changed:
+            console.print(f"[yellow]--force: resuming although {', '.join(changed)} changed[/]")
+    store = CheckpointStore(run_dir / CHECKPOINTS, t.save_steps, t.save_total_limit, fingerprints)
+    return LoopContext(
+        on_eval=on_eval,
+        checkpoints=store,
+        resume=resume,
+        reporters=reporters,
+        parameter_groups=getattr(adapter, "parameter_groups", None),
+    )
+
+
+def outcome_summary(result: LoopResult, metrics: MetricsLog) -> dict[str, Any]:
+    """run.json fields about how training went: best step, early stop, resume and the verdict."""
+    verdict = diagnose(metrics.records)
+    summary: dict[str, Any] = {
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "restored_best": result.restored_best,
+        "verdict": verdict.as_dict(),
+    }
+    if result.resumed_from is not None:
+        summary["resumed_from_step"] = result.resumed_from
+    return summary
+
+
+def describe_outcome(summary: dict[str, Any]) -> list[str]:
+    """Plain sentences about the best step and the verdict (model card and console)."""
+    lines = []
+    if summary.get("best_step") is not None:
+        where = "the saved model is from that step" if summary.get("restored_best") else "see metrics.jsonl"
+        lines.append(f"Best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']} ({where}).")
+    if summary.get("stopped_early"):
+        lines.append("Early stopping ended the run: validation loss stopped improving.")
+    verdict = summary["verdict"]
+    lines.append(f"Verdict: {verdict['kind']}: {verdict['evidence']}. {verdict['advice']}.")
+    return lines
+
+
+def write_outcome_section(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Add a 'Training outcome' section to the run's README.md."""
+    card = run_dir / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    section = "\n".join(["## Training outcome", "", *describe_outcome(summary), ""])
+    card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
