@@ -105,3 +105,11 @@ def test_a_missing_optional_engine_names_its_package(
     monkeypatch.setattr(loading, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=install):
         open_engine(kind, plan_serving(str(tmp_path / "model.gguf")))
+
+
+def test_virtual_token_adapters_are_refused_with_the_way_out(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "model"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(UserError, match="tuneforge chat"):
+        loading._attach(object(), Adapter("p", folder), "adapter_0", "base")

@@ -379,3 +379,19 @@ def test_a_nan_loss_stops_the_run_with_the_step_and_is_never_logged(tiny_llama_d
     with pytest.raises(UserError, match=r"training loss became nan at optimizer step 1.*learning_rate"):
         train_loop(tiny(tiny_llama_dir), broken, random_samples(4, [10]), [], settings(max_steps=3), log)
     assert log.records == [] and (tmp_path / "m.jsonl").read_text() == ""
+
+
+def test_prefix_tuning_and_gradient_checkpointing(tiny_llama_dir):
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.errors import UserError
+    from tuneforge.train.precision import enable_gradient_checkpointing, resolve_gradient_checkpointing
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+    )
+    assert resolve_gradient_checkpointing("auto", model) is False
+    with pytest.raises(UserError, match="gradient_checkpointing: false"):
+        enable_gradient_checkpointing(model)

@@ -110,9 +110,19 @@ def _open_transformers(plan: Plan) -> Engine:
     return TransformersEngine(model, loaded.tokenizer, context, names)
 
 
+_VIRTUAL_TOKEN_TYPES = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+
+
 def _attach(model: Any, adapter: Adapter, peft_name: str, base: str) -> Any:
     """Load one more LoRA adapter into `model` (wrapping it in a PeftModel the first time)."""
     from peft import PeftModel
+
+    config = json.loads((adapter.folder / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("peft_type") in _VIRTUAL_TOKEN_TYPES:
+        raise UserError(
+            f"adapter {adapter.name!r} ({config['peft_type'].lower()}) adds virtual tokens that this server's batched "
+            f"generation does not handle; talk to it with `tuneforge chat {adapter.folder.parent}`, or train a LoRA"
+        )
 
     try:
         if isinstance(model, PeftModel):

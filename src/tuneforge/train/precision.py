@@ -123,6 +123,8 @@ def resolve_gradient_checkpointing(setting: str | bool, model: Any) -> bool:
     """`train.gradient_checkpointing`: auto = on for models over 1B parameters on CUDA."""
     if setting != "auto":
         return bool(setting)
+    if str(getattr(getattr(model, "active_peft_config", None), "peft_type", "")).endswith("PREFIX_TUNING"):
+        return False  # the prefix lives in the attention cache, which checkpointing turns off
     if model_device(model).type != "cuda":
         return False
     return sum(p.numel() for p in model.parameters()) > LARGE_MODEL_PARAMS
@@ -131,6 +133,12 @@ def resolve_gradient_checkpointing(setting: str | bool, model: Any) -> bool:
 def enable_gradient_checkpointing(model: Any) -> None:
     """Non-reentrant activation checkpointing; inputs require grad so frozen embeddings (PEFT) still backprop."""
     kwargs = {"use_reentrant": False}
+    peft_type = str(getattr(getattr(model, "active_peft_config", None), "peft_type", ""))
+    if peft_type.endswith("PREFIX_TUNING"):
+        raise UserError(
+            "train.gradient_checkpointing cannot be used with the prefix adapter (its prefix lives in the attention "
+            "cache, which checkpointing turns off); set train.gradient_checkpointing: false"
+        )
     if hasattr(model, "activation_checkpointing_enable"):  # the newer name of the same switch
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     elif hasattr(model, "gradient_checkpointing_enable"):
