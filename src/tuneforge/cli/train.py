@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     console.print("\n[bold]Next:[/]")
     console.print(f"  tuneforge chat {run_dir}                       # talk to it")
     console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')
-    if config.adapter.name in ("prefix", "prompt", "ptuning", "adapter"):
-        return 0  # virtual tokens or extra modules: neither batched serving nor merging applies
+    if config.adapter.name in ("prefix", "prompt", "ptuning"):
+        return 0  # virtual tokens: neither the batched server nor merging applies
     console.print(f"  tuneforge serve {run_dir}                      # OpenAI-compatible API on 127.0.0.1:8000")
+    if config.adapter.name == "adapter":
+        return 0  # bottleneck modules cannot be merged into plain weights
     console.print(f"  tuneforge export {run_dir} --to exported/{run_dir.name}          # merged safetensors")
     console.print(
         f"  tuneforge export {run_dir} --to exported/{run_dir.name}-ollama --format ollama  # GGUF + Modelfile"
