@@ -235,6 +235,9 @@ class EvalSection(Section):
         description="General-ability set checked for forgetting, base vs tuned (e.g. the bundled general_check).",
     )
     general_limit: int | None = Field(None, ge=1, description="Use only the first N items of the general set.")
+    general_max_new_tokens: int = Field(
+        24, ge=1, le=4096, description="Answer length limit for the general set (its answers are short)."
+    )
     forgetting_threshold: float = Field(
         5.0, ge=0, description="Flag forgetting when general accuracy drops by more than this many points."
     )

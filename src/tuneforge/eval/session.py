@@ -52,7 +52,9 @@ def base_answers(
         return None
     answers = answer_questions(model, tokenizer, questions, section.max_new_tokens, "base") if questions else []
     general_answers = (
-        answer_questions(model, tokenizer, general, section.max_new_tokens, "base, general set") if general else []
+        answer_questions(model, tokenizer, general, section.general_max_new_tokens, "base, general set")
+        if general
+        else []
     )
     return BeforeAnswers(questions, answers, general, general_answers)
 
@@ -71,7 +73,9 @@ def finish_comparison(
         verdicts = judge_verdicts(ask, before.questions, before.answers, after)
     forgetting: Forgetting | None = None
     if before.general:
-        general_after = answer_questions(model, tokenizer, before.general, section.max_new_tokens, "tuned, general")
+        general_after = answer_questions(
+            model, tokenizer, before.general, section.general_max_new_tokens, "tuned, general"
+        )
         forgetting = check_forgetting(
             before.general_answers, general_after, before.general, section.forgetting_threshold
         )
