@@ -13,7 +13,8 @@ from tuneforge.data import IGNORE_INDEX, Conversation, Message, render_conversat
 from tuneforge.data.packing import best_fit_packs, collate_packed, collate_padded
 from tuneforge.data.render import RenderedSample
 from tuneforge.methods import METHODS
-from tuneforge.train.loop import LoopSettings, _collate, _optimizer_step, _step_groups, plan_steps, training_rows
+from tuneforge.train.batches import _collate, _step_groups, plan_steps, training_rows
+from tuneforge.train.loop import LoopSettings, _optimizer_step
 
 REL = 1e-4
 PAD_ID = 0
