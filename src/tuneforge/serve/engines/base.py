@@ -7,10 +7,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from tuneforge.serve.text import Completion, TextStream
 
-__all__ = ["Engine", "Job", "Tokens"]
+__all__ = ["Engine", "HFTokenizerEngine", "Job", "Tokens"]
 
 Tokens = tuple[list[int], bool]
 """The token ids of one generated answer (no end-of-sequence token) and whether the model ended it itself."""
@@ -102,3 +103,21 @@ class Engine(ABC):
             if not text.add(token):
                 break
         return text.close(hit_eos)
+
+
+class HFTokenizerEngine(Engine):
+    """An engine whose `tokenizer` is a Hugging Face tokenizer: chat template rendering and decoding shared."""
+
+    tokenizer: Any
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        from tuneforge.data.render import render_text
+
+        text = render_text(self.tokenizer, messages, generation=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -9,14 +9,13 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tuneforge.data.render import render_text
 from tuneforge.models.generate import stop_token_ids
-from tuneforge.serve.engines.base import Engine, Job, Tokens
+from tuneforge.serve.engines.base import HFTokenizerEngine, Job, Tokens
 
 __all__ = ["TransformersEngine"]
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(HFTokenizerEngine):
     """A transformers model, optionally a peft model holding several LoRA adapters.
 
     `adapters` maps each served adapter name to its peft adapter name inside `model`; requests for the base model
@@ -33,16 +32,6 @@ class TransformersEngine(Engine):
         self.adapter_names = tuple(self.adapters)
         self.eos_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        text = render_text(self.tokenizer, messages, generation=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
-
-    def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def generate_tokens(self, jobs: list[Job]) -> list[list[Tokens]]:
         """One left-padded `generate` for every answer of every job; each row stops at its own limit or stop."""

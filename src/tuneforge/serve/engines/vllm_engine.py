@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.render import render_text
-from tuneforge.serve.engines.base import Engine, Job, Tokens
+from tuneforge.serve.engines.base import HFTokenizerEngine, Job, Tokens
 
 __all__ = ["VllmEngine"]
 
 
-class VllmEngine(Engine):
+class VllmEngine(HFTokenizerEngine):
     """A model folder (or hub id) loaded by vLLM, with LoRA adapters served by name."""
 
     def __init__(self, model: str, adapters: dict[str, Path], trust_remote_code: bool = False) -> None:
@@ -37,16 +36,6 @@ class VllmEngine(Engine):
         self.adapter_names = tuple(adapters)
         self._loras = {name: LoRARequest(name, i + 1, str(f)) for i, (name, f) in enumerate(adapters.items())}
         self._eos = {self.tokenizer.eos_token_id}
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        text = render_text(self.tokenizer, messages, generation=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
-
-    def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def generate_tokens(self, jobs: list[Job]) -> list[list[Tokens]]:
         outputs = self.llm.generate(
