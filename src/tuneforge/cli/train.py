@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     console.print("\n[bold]Next:[/]")
     console.print(f"  tuneforge chat {run_dir}                       # talk to it")
     console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')
-    if config.adapter.name in ("prefix", "prompt", "ptuning"):
-        return 0  # virtual tokens: neither the batched server nor merging applies
+    from tuneforge.models.adapters import ADAPTERS
+
+    if not ADAPTERS.get(config.adapter.name).supports_packing:
+        return 0  # virtual tokens (prefix, prompt, P-tuning): neither the batched server nor merging applies
     console.print(f"  tuneforge serve {run_dir}                      # OpenAI-compatible API on 127.0.0.1:8000")
     if config.adapter.name == "adapter":
         return 0  # bottleneck modules cannot be merged into plain weights
