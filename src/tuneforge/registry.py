@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from tuneforge.errors import UserError
 
-__all__ = ["Registry", "closest"]
+__all__ = ["Registry", "closest", "import_submodules"]
 
 T = TypeVar("T")
 
@@ -51,3 +53,16 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def import_submodules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every public module of a package (its `__path__`), so that each registers what it defines.
+
+    A package whose modules register plug-ins (adapters, methods, formats, exporters, engines) calls this from its
+    `__init__`: adding a plug-in is then adding its own module, with nothing else to edit. Modules whose name
+    starts with `_` are skipped. Returns the imported module names.
+    """
+    names = sorted(info.name for info in pkgutil.iter_modules(path) if not info.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

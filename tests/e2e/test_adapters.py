@@ -36,7 +36,7 @@ from tuneforge.cli.main import main
 from tuneforge.models.adapters import describe_trainable
 from tuneforge.models.generate import generate_replies
 from tuneforge.models.load import load_model
-from tuneforge.train.artifacts import load_run, save_model
+from tuneforge.models.rundir import load_run, save_model
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def test_default_model_knows_the_capital_of_france(tmp_path: Path) -> None:
 
 
 def test_the_cache_is_a_loadable_safetensors_folder() -> None:
-    from tuneforge.models.zoo import ensure_cached, tuneforge_home
+    from tuneforge.models.zoo import ensure_cached
+    from tuneforge.paths import tuneforge_home
 
     folder = ensure_cached(ZOO["smollm2-135m-instruct"])
     assert folder.is_relative_to(tuneforge_home())

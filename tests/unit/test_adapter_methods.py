@@ -14,7 +14,8 @@ from tuneforge.config.load import config_from_dict
 from tuneforge.data.packing import collate_packed, collate_padded
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
 from tuneforge.errors import UserError
-from tuneforge.models.adapters import ADAPTERS
+from tuneforge.methods.loss import causal_lm_loss_sum
+from tuneforge.models.adapters import ADAPTERS, prepended_tokens
 from tuneforge.models.adapters.bottleneck import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -22,10 +23,9 @@ from tuneforge.models.adapters.bottleneck import (
     load_bottleneck,
     save_bottleneck,
 )
-from tuneforge.models.adapters.lora import _pissa_as_lora
+from tuneforge.models.adapters.lora import pissa_as_lora
 from tuneforge.models.generate import generate_new_tokens
 from tuneforge.models.load import load_model
-from tuneforge.train.loss import causal_lm_loss_sum, prepended_tokens
 
 
 def adapted(model_dir: Path, **settings: Any) -> Any:
@@ -140,7 +140,7 @@ def test_a_pissa_adapter_converts_to_the_same_weight_update() -> None:
     key = "base_model.model.model.layers.0.self_attn.q_proj"
     saved = {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, "other": torch.ones(3)}
     start = {f"{key}.lora_A.weight": a0, f"{key}.lora_B.weight": b0}
-    converted = _pissa_as_lora(saved, start)
+    converted = pissa_as_lora(saved, start)
     delta = converted[f"{key}.lora_B.weight"] @ converted[f"{key}.lora_A.weight"]
     torch.testing.assert_close(delta, b @ a - b0 @ a0)
     assert torch.equal(converted["other"], saved["other"])

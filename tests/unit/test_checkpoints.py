@@ -7,6 +7,7 @@ import json
 import random
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +37,8 @@ from tuneforge.train.checkpoint import (
     run_fingerprints,
     save_checkpoint,
 )
-from tuneforge.train.loop import LoopContext, LoopSettings, train_loop
+from tuneforge.train.loop import LoopContext, train_loop
+from tuneforge.train.settings import LoopSettings, resume_guard
 
 
 def small_module() -> nn.Module:
@@ -154,14 +156,19 @@ def config(run_dir, **train):
     return config_from_dict({"output": {"dir": str(run_dir)}, "train": train})
 
 
+def start_of(config) -> Path | None:
+    """resume_point for a config, as tuneforge train asks it."""
+    return resume_point(Path(config.output.dir), config.train.resume, config.output.overwrite)
+
+
 def write_status(run_dir, **status):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(status))
 
 
 def test_fresh_directory_starts_afresh(tmp_path):
-    assert resume_point(config(tmp_path / "new")) is None
-    assert resume_point(config(tmp_path / "new", resume="auto")) is None
+    assert start_of(config(tmp_path / "new")) is None
+    assert start_of(config(tmp_path / "new", resume="auto")) is None
 
 
 def test_checkpoints_without_resume_are_refused_unless_overwrite(tmp_path):
@@ -169,9 +176,9 @@ def test_checkpoints_without_resume_are_refused_unless_overwrite(tmp_path):
     write_status(run, status="failed")
     save(run / "checkpoints", 4)
     with pytest.raises(UserError, match=r"add --resume .* or set output.overwrite=true"):
-        resume_point(config(run))
+        start_of(config(run))
     overwrite = config_from_dict({"output": {"dir": str(run), "overwrite": True}})
-    assert resume_point(overwrite) is None and not (run / "checkpoints").exists()
+    assert start_of(overwrite) is None and not (run / "checkpoints").exists()
 
 
 def test_resume_picks_the_newest_complete_or_the_given_checkpoint(tmp_path):
@@ -180,12 +187,12 @@ def test_resume_picks_the_newest_complete_or_the_given_checkpoint(tmp_path):
     for step in (3, 6):
         save(run / "checkpoints", step)
     (run / "checkpoints" / ".tmp-step-9-x").mkdir()
-    assert resume_point(config(run, resume="auto")) == run / "checkpoints" / "step-6"
-    assert resume_point(config(run, resume=True)) == run / "checkpoints" / "step-6"
-    assert resume_point(config(run, resume=str(run / "checkpoints" / "step-3"))) == run / "checkpoints" / "step-3"
-    assert resume_point(config(tmp_path / "other", resume=str(run))) == run / "checkpoints" / "step-6"
+    assert start_of(config(run, resume="auto")) == run / "checkpoints" / "step-6"
+    assert start_of(config(run, resume=True)) == run / "checkpoints" / "step-6"
+    assert start_of(config(run, resume=str(run / "checkpoints" / "step-3"))) == run / "checkpoints" / "step-3"
+    assert start_of(config(tmp_path / "other", resume=str(run))) == run / "checkpoints" / "step-6"
     with pytest.raises(UserError, match="train.resume: .* is not a complete checkpoint"):
-        resume_point(config(run, resume=str(tmp_path / "nowhere")))
+        start_of(config(run, resume=str(tmp_path / "nowhere")))
 
 
 def test_resuming_a_finished_run_says_so(tmp_path):
@@ -193,7 +200,7 @@ def test_resuming_a_finished_run_says_so(tmp_path):
     write_status(run, status="finished", steps=40)
     save(run / "checkpoints", 30)
     with pytest.raises(UserError, match=r"already holds a finished run \(40 steps\): there is nothing to resume"):
-        resume_point(config(run, resume="auto"))
+        start_of(config(run, resume="auto"))
 
 
 # ---------------------------------------------------------------------------------------------------- config guard
@@ -205,7 +212,7 @@ def samples(*texts: str) -> list[RenderedSample]:
 
 def fingerprints(data=("ab", "cd"), **sections):
     raw = {"model": {"name_or_path": "m"}, **sections}
-    return run_fingerprints(config_from_dict(raw), samples(*data), samples("ef"))
+    return run_fingerprints(resume_guard(config_from_dict(raw)), samples(*data), samples("ef"))
 
 
 def test_changed_guarded_keys_are_named(tmp_path):
@@ -270,7 +277,7 @@ def trained(model_dir, tmp_path, name: str, resume=None, **changes):
     store = CheckpointStore(tmp_path / name, every=3)
     context = LoopContext(checkpoints=store, resume=resume)
     result = train_loop(
-        model, METHODS.get("sft"), token_samples(10, 1), token_samples(3, 2), settings(**changes), log, None, context
+        model, METHODS.get("sft").bind(), token_samples(10, 1), token_samples(3, 2), settings(**changes), log, context
     )
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     return result, log.records, weights
@@ -295,7 +302,7 @@ def test_early_stopping_keeps_the_best_weights_in_memory_without_a_store(tiny_ll
         model = lora_model(tiny_llama_dir)
         log = MetricsLog(tmp_path / "es.jsonl")
         config = settings(learning_rate=0.3, scheduler="constant", warmup_steps=0, eval_steps=1, **changes)
-        result = train_loop(model, METHODS.get("sft"), token_samples(10, 1), token_samples(3, 2), config, log)
+        result = train_loop(model, METHODS.get("sft").bind(), token_samples(10, 1), token_samples(3, 2), config, log)
         return result, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     stopped, weights = run(early_stopping_patience=1, max_steps=30)
@@ -308,7 +315,7 @@ def test_early_stopping_needs_validation_data(tiny_llama_dir, tmp_path):
     with pytest.raises(UserError, match="early_stopping_patience needs validation data"):
         train_loop(
             lora_model(tiny_llama_dir),
-            METHODS.get("sft"),
+            METHODS.get("sft").bind(),
             token_samples(4, 1),
             [],
             settings(early_stopping_patience=2),

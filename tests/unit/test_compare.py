@@ -1,4 +1,4 @@
-"""tuneforge.eval.compare (scoring and the before/after report), replay.trim_to_sentence and bundled data."""
+"""tuneforge.eval.compare (scoring and the before/after report), train.replay.trim_to_sentence and bundled data."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 import pytest
 
 from tuneforge.data.catalog import bundled_path
-from tuneforge.data.replay import trim_to_sentence
 from tuneforge.errors import UserError
 from tuneforge.eval.compare import Comparison, Question, compare_answers, contains_expected, load_questions
+from tuneforge.train.replay import trim_to_sentence
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tuneforge.methods  # noqa: F401  (registers the adapter and method parameters configs are checked against)
 from tuneforge.config import RunConfig, load_config, parse_overrides
 from tuneforge.config.load import config_from_dict, dump_config
 from tuneforge.errors import UserError

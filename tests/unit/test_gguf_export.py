@@ -18,7 +18,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Co
 
 from fixtures.tiny_models import CHATML_TEMPLATE, build_tiny_model
 from tuneforge.errors import UserError
-from tuneforge.export.gguf import export_gguf, llama3_rope_factors
+from tuneforge.export.gguf import export_gguf
+from tuneforge.export.gguf_tensors import llama3_rope_factors
 
 ARCHS = ("llama", "qwen2", "qwen3")
 PROMPTS = ["The capital of France is", "你好，世界！", "Once upon a time, in a quiet village", "def add(a, b):"]
@@ -322,7 +323,7 @@ def test_chat_template_from_tokenizer_config(tiny_llama_dir: Path, tmp_path: Pat
 
 
 def test_pre_tokenizer_names_follow_the_split_rules() -> None:
-    from tuneforge.export.gguf import _LLAMA3_SPLIT, _QWEN2_SPLIT, _pre_tokenizer_name
+    from tuneforge.export.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT, pre_tokenizer_name
 
     def split_then_bytes(regex: str) -> dict[str, Any]:
         split = {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
@@ -333,12 +334,12 @@ def test_pre_tokenizer_names_follow_the_split_rules() -> None:
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}],
     }
     plain = {"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}
-    assert _pre_tokenizer_name(split_then_bytes(_QWEN2_SPLIT), "qwen2.5-0.5b") == "qwen2"
-    assert _pre_tokenizer_name(split_then_bytes(_LLAMA3_SPLIT), "llama-3.2-1b") == "llama-bpe"
-    assert _pre_tokenizer_name({"pre_tokenizer": digits}, "anything") == "smollm"
-    assert _pre_tokenizer_name(plain, "smollm2-135m-instruct") == "smollm"
-    assert _pre_tokenizer_name(plain, "my-model") == "gpt-2"
-    assert _pre_tokenizer_name(split_then_bytes(r"\s+"), "my-model") == "default"
+    assert pre_tokenizer_name(split_then_bytes(QWEN2_SPLIT), "qwen2.5-0.5b") == "qwen2"
+    assert pre_tokenizer_name(split_then_bytes(LLAMA3_SPLIT), "llama-3.2-1b") == "llama-bpe"
+    assert pre_tokenizer_name({"pre_tokenizer": digits}, "anything") == "smollm"
+    assert pre_tokenizer_name(plain, "smollm2-135m-instruct") == "smollm"
+    assert pre_tokenizer_name(plain, "my-model") == "gpt-2"
+    assert pre_tokenizer_name(split_then_bytes(r"\s+"), "my-model") == "default"
 
 
 def test_llama3_rope_scaling_becomes_rope_freqs(tiny_llama_dir: Path, tmp_path: Path) -> None:
@@ -454,7 +455,7 @@ def test_failed_export_leaves_the_previous_file_and_no_temporary(
     def broken(*args: Any) -> Any:  # fails once the header and metadata are on disk
         raise OSError("disk full")
 
-    monkeypatch.setattr(module, "_encoded_tensors", broken)
+    monkeypatch.setattr(module, "encoded_tensors", broken)
     with pytest.raises(OSError, match="disk full"):
         export_gguf(tiny_llama_dir, target, "f32")
     assert target.read_bytes() == b"previous"

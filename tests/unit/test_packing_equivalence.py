@@ -13,8 +13,9 @@ from tuneforge.data import IGNORE_INDEX, Conversation, Message, render_conversat
 from tuneforge.data.packing import best_fit_packs, collate_packed, collate_padded
 from tuneforge.data.render import RenderedSample
 from tuneforge.methods import METHODS
-from tuneforge.train.batches import _collate, _step_groups, plan_steps, training_rows
-from tuneforge.train.loop import LoopSettings, _optimizer_step
+from tuneforge.train.batches import collate_rows, plan_steps, step_groups, training_rows
+from tuneforge.train.settings import LoopSettings
+from tuneforge.train.step import optimizer_step
 
 REL = 1e-4
 PAD_ID = 0
@@ -230,42 +231,44 @@ def test_steps_count_micro_batches_of_packs():
 def test_each_epoch_trains_every_pack_once_in_a_seeded_order():
     rows = [[i, i + 10] for i in range(7)]
     config = settings(True, batch_size=2, grad_accum=2)
-    groups = _step_groups(rows, config)
+    groups = step_groups(rows, config)
     epochs: dict[int, list[list[int]]] = {}
     for _ in range(4):  # two steps per epoch
-        epoch, group = next(groups)
+        epoch, _, group = next(groups)
         epochs.setdefault(epoch, []).extend(row for micro in group for row in micro)
         assert all(len(micro) <= 2 for micro in group)
     assert sorted(epochs[0]) == sorted(epochs[1]) == rows
     assert epochs[0] != epochs[1]
-    again = _step_groups(rows, config)
-    assert [row for micro in next(again)[1] for row in micro] == epochs[0][:4]
+    again = step_groups(rows, config)
+    assert [row for micro in next(again)[2] for row in micro] == epochs[0][:4]
+    resumed = step_groups(rows, config, epoch=1, index=1)  # a data position: epoch 1, its second step
+    assert [row for micro in next(resumed)[2] for row in micro] == epochs[1][4:]
 
 
 def test_a_micro_batch_of_packs_is_one_packed_row_per_pack(samples):
-    method = METHODS.get("sft")
+    method = METHODS.get("sft").bind()
     config = settings(True, cutoff_len=max(len(s.input_ids) for s in samples) + 20)
     rows = training_rows(samples, config)
     assert len(rows) < len(samples)  # some samples share a pack
-    batches = _collate(method, samples, rows, config)
+    batches = collate_rows(method, samples, rows, config)
     assert len(batches) == len(rows)
     for row, batch in zip(rows, batches, strict=True):
         assert "attention_mask" not in batch
         assert batch["input_ids"].shape == (1, sum(len(samples[i].input_ids) for i in row))
         assert batch["input_ids"].shape[1] <= config.cutoff_len
-    padded = _collate(method, samples, [[0], [1]], settings(False))
+    padded = collate_rows(method, samples, [[0], [1]], settings(False))
     assert len(padded) == 1 and padded[0]["input_ids"].shape[0] == 2
 
 
 def test_packed_steps_keep_gradient_accumulation_exact(tiny_llama_dir, samples):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, attn_implementation="sdpa")
     model.eval()
-    method = METHODS.get("sft")
+    method = METHODS.get("sft").bind()
     config = settings(True, cutoff_len=max(len(s.input_ids) for s in samples) + 20)
 
     def gradients(batches: list[dict[str, torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
         model.zero_grad(set_to_none=True)
-        loss, _ = _optimizer_step(model, method, batches, config, step=1)
+        loss = optimizer_step(model, method, batches, config, step=1).loss
         grads = [p.grad.detach().clone() for p in model.parameters()]
         model.zero_grad(set_to_none=True)
         return loss, grads
@@ -273,7 +276,7 @@ def test_packed_steps_keep_gradient_accumulation_exact(tiny_llama_dir, samples):
     one_row_loss, one_row = gradients([collate_packed(samples)])
     rows = training_rows(samples, config)
     group = [rows[:2], rows[2:]]  # two micro-batches of packs, as one optimizer step sees them
-    packs_loss, packs = gradients([batch for micro in group for batch in _collate(method, samples, micro, config)])
+    packs_loss, packs = gradients([batch for micro in group for batch in collate_rows(method, samples, micro, config)])
     assert packs_loss == pytest.approx(one_row_loss, rel=1e-5)
     assert any(float(g.abs().max()) > 0 for g in one_row)
     for reference, accumulated in zip(one_row, packs, strict=True):

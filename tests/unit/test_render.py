@@ -15,8 +15,9 @@ from tuneforge.data.pipeline import prepare_samples
 from tuneforge.data.render import RenderedSample
 from tuneforge.errors import UserError
 from tuneforge.methods import METHODS
-from tuneforge.train.loop import LoopSettings, _optimizer_step
-from tuneforge.train.loss import causal_lm_loss_sum, supervised_token_count
+from tuneforge.methods.loss import causal_lm_loss_sum, supervised_token_count
+from tuneforge.train.settings import LoopSettings
+from tuneforge.train.step import optimizer_step
 
 DEFAULT_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
@@ -367,7 +368,7 @@ def _gradients(model, method, groups, packing: bool) -> tuple[float, list[torch.
     model.zero_grad(set_to_none=True)
     settings = _settings(packing)
     batches = [method.collate(group, settings.packing, settings.pad_id) for group in groups]
-    loss, _ = _optimizer_step(model, method, batches, settings, step=1)
+    loss = optimizer_step(model, method, batches, settings, step=1).loss
     grads = [p.grad.detach().clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
     return loss, grads
@@ -376,7 +377,7 @@ def _gradients(model, method, groups, packing: bool) -> tuple[float, list[torch.
 def test_gradient_accumulation_matches_one_big_batch(tiny_llama_dir, tokenizer, three_samples):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, attn_implementation="sdpa")
     model.eval()  # no dropout; gradients still flow
-    method = METHODS.get("sft")
+    method = METHODS.get("sft").bind()
     s4 = render_conversation(tokenizer, conversation(("user", "Hi"), ("assistant", "Hello!")), 512)
     s1, s2, s3 = three_samples
     counts = [s.supervised_tokens for s in (s1, s2, s3, s4)]
@@ -397,7 +398,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_llama_dir, tokenizer, 
     model.zero_grad(set_to_none=True)
     for group in ([s1, s2], [s3, s4]):
         batch = method.collate(group, True, 0)
-        (method.loss_sum(model, batch) / method.token_count(batch) / 2).backward()
+        (method.loss(model, batch).loss / method.count(batch) / 2).backward()
     naive = [p.grad.detach().clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
     assert not all(torch.allclose(n, r, rtol=1e-5, atol=1e-5) for n, r in zip(naive, big, strict=True))

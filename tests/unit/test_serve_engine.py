@@ -11,7 +11,8 @@ import torch
 
 from tuneforge.serve.engines.base import Job
 from tuneforge.serve.engines.transformers_engine import TransformersEngine
-from tuneforge.serve.loading import open_engine, plan_serving
+from tuneforge.serve.loading import open_engine
+from tuneforge.serve.plan import plan_serving
 
 QUESTIONS = ["What colour is the sky?", "Name a fruit.", "Count to three, then stop counting please.", "Hi"]
 

@@ -10,7 +10,9 @@ import yaml
 
 from tuneforge.errors import UserError
 from tuneforge.serve import loading
-from tuneforge.serve.loading import Adapter, open_engine, pick_engine, plan_serving
+from tuneforge.serve.engines.transformers_engine import attach_adapter
+from tuneforge.serve.loading import open_engine, pick_engine
+from tuneforge.serve.plan import Adapter, plan_serving
 
 
 def _base(tmp_path: Path, name: str) -> Path:
@@ -112,4 +114,4 @@ def test_virtual_token_adapters_are_refused_with_the_way_out(tmp_path: Path) -> 
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
     with pytest.raises(UserError, match="tuneforge chat"):
-        loading._attach(object(), Adapter("p", folder), "adapter_0", "base")
+        attach_adapter(object(), Adapter("p", folder), "adapter_0", "base")

@@ -24,7 +24,7 @@ from fixtures.chat_templates import (
 )
 from tuneforge.data import IGNORE_INDEX, Conversation, Message, RowError, render_conversation
 from tuneforge.data.render import RenderedSample
-from tuneforge.data.templates import TEMPLATE_NAMES, bundled_template, ensure_chat_template
+from tuneforge.data.templates import TEMPLATES, bundled_template, ensure_chat_template
 from tuneforge.errors import UserError
 
 WEATHER_TOOL = {
@@ -185,7 +185,7 @@ def test_supervised_tokens_are_the_assistant_turns(tokenizers, case_name: str, c
 
 
 @pytest.mark.parametrize("conversation_name", list(CONVERSATIONS))
-@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+@pytest.mark.parametrize("name", TEMPLATES.names())
 def test_bundled_templates_are_prefix_stable(tokenizers, name: str, conversation_name: str):
     tokenizer, conversation = tokenizers[name], CONVERSATIONS[conversation_name]
     messages, tools = conversation.to_template(), conversation.tools
@@ -255,8 +255,8 @@ def test_template_that_is_not_prefix_stable_is_rejected(tmp_path, family: str, t
 
 
 def test_bundled_templates_take_tools_natively():
-    assert TEMPLATE_NAMES == ("chatml", "llama3", "mistral", "gemma")
-    for name in TEMPLATE_NAMES:
+    assert TEMPLATES.names() == ["chatml", "gemma", "llama3", "mistral"]
+    for name in TEMPLATES.names():
         text = bundled_template(name)
         assert "tool_calls" in text and "tools" in text
         # Mistral prompts end with [/INST] or [/TOOL_RESULTS], which already ask for the answer
@@ -266,7 +266,7 @@ def test_bundled_templates_take_tools_natively():
 def test_unknown_template_name_suggests_the_closest(tmp_path):
     with pytest.raises(UserError, match=r"unknown chat template 'lama3'\. Did you mean 'llama3'\?") as info:
         bundled_template("lama3")
-    assert "chatml, llama3, mistral, gemma" in str(info.value)
+    assert "Known: chatml, gemma, llama3, mistral." in str(info.value)
     tokenizer = family_tokenizer(tmp_path, "chatml", QWEN3_STYLE_TEMPLATE)
     with pytest.raises(UserError, match="Did you mean 'gemma'"):
         ensure_chat_template(tokenizer, "gema")
@@ -291,7 +291,7 @@ def test_tokenizer_without_template_needs_a_name(tmp_path):
     tokenizer.chat_template = None
     with pytest.raises(UserError, match="no chat template; set data.template") as info:
         ensure_chat_template(tokenizer, None)
-    assert all(name in str(info.value) for name in TEMPLATE_NAMES)
+    assert all(name in str(info.value) for name in TEMPLATES.names())
     ensure_chat_template(tokenizer, "chatml")
     sample = render_conversation(tokenizer, CONVERSATIONS["tools"], 4096)
     assert sample.input_ids == template_ids(tokenizer, CONVERSATIONS["tools"])

@@ -21,8 +21,9 @@ from tuneforge.methods import METHODS
 from tuneforge.models.adapters import ADAPTERS
 from tuneforge.models.adapters.freeze import FreezeParams
 from tuneforge.models.adapters.lora import LoraParams
+from tuneforge.progress import progress_bar
 from tuneforge.train.callbacks import MetricsLog
-from tuneforge.train.loop import LoopSettings, _optimizer_step, train_loop
+from tuneforge.train.loop import train_loop
 from tuneforge.train.optim import (
     OPTIMIZERS,
     build_optimizer,
@@ -39,8 +40,9 @@ from tuneforge.train.precision import (
     resolve_precision,
     upcast_trainable,
 )
-from tuneforge.train.progress import progress_bar
 from tuneforge.train.reporters import check_reporters, open_reporters
+from tuneforge.train.settings import LoopSettings
+from tuneforge.train.step import optimizer_step
 
 LR = 1e-3
 
@@ -198,7 +200,7 @@ def test_warmup_steps_win_over_the_ratio():
 def _logged_lrs(model_dir, tmp_path, **changes) -> list[float]:
     log = MetricsLog(tmp_path / "m.jsonl")
     config = settings(max_steps=4, **changes)
-    train_loop(tiny(model_dir), METHODS.get("sft"), random_samples(8, [12]), [], config, log)
+    train_loop(tiny(model_dir), METHODS.get("sft").bind(), random_samples(8, [12]), [], config, log)
     return [r["lr"] for r in log.records]
 
 
@@ -239,7 +241,7 @@ def test_precision_resolution_on_cuda(monkeypatch, supported, auto, bf16_ok):
 def test_bf16_autocast_step_keeps_float32_weights(tiny_llama_dir, tmp_path):
     model = tiny(tiny_llama_dir, torch.bfloat16)
     log = MetricsLog(tmp_path / "m.jsonl")
-    train_loop(model, METHODS.get("sft"), random_samples(4, [10]), [], settings(dtype="bf16", max_steps=2), log)
+    train_loop(model, METHODS.get("sft").bind(), random_samples(4, [10]), [], settings(dtype="bf16", max_steps=2), log)
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     assert [r["step"] for r in log.records] == [1, 2] and all(r["loss"] > 0 for r in log.records)
 
@@ -271,7 +273,7 @@ def test_gradient_checkpointing_resolution(tiny_llama_dir):
 
 
 def test_gradient_checkpointing_on_a_peft_model_gives_the_same_gradients(tiny_llama_dir):
-    method = METHODS.get("sft")
+    method = METHODS.get("sft").bind()
     batch = method.collate(random_samples(2, [14, 9]), False, 0)
 
     def lora_grads(checkpointing: bool) -> list[torch.Tensor]:
@@ -283,7 +285,7 @@ def test_gradient_checkpointing_on_a_peft_model_gives_the_same_gradients(tiny_ll
             base = model.base_model.model
             assert any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
         model.train()
-        _optimizer_step(model, method, [batch], settings(), step=1)
+        optimizer_step(model, method, [batch], settings(), step=1)
         return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     plain, checkpointed = lora_grads(False), lora_grads(True)
@@ -298,7 +300,7 @@ def test_gradient_checkpointing_on_a_peft_model_gives_the_same_gradients(tiny_ll
 def _after_one_step(model_dir, tmp_path, samples, **changes) -> dict[str, torch.Tensor]:
     model = tiny(model_dir)
     log = MetricsLog(tmp_path / "acc.jsonl")
-    train_loop(model, METHODS.get("sft"), samples, [], settings(max_steps=1, **changes), log)
+    train_loop(model, METHODS.get("sft").bind(), samples, [], settings(max_steps=1, **changes), log)
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
@@ -367,14 +369,12 @@ def test_progress_bar_shows_eta_and_info():
 
 
 def test_a_nan_loss_stops_the_run_with_the_step_and_is_never_logged(tiny_llama_dir, tmp_path):
-    from tuneforge.methods.base import Method
+    import dataclasses
+
+    from tuneforge.methods.base import LossSums
 
     sft = METHODS.get("sft")
-    broken = Method(
-        collate=sft.collate,
-        loss_sum=lambda model, batch: sft.loss_sum(model, batch) * float("nan"),
-        token_count=sft.token_count,
-    )
+    broken = dataclasses.replace(sft, loss=lambda *args: LossSums(sft.loss(*args).loss * float("nan"), {})).bind()
     log = MetricsLog(tmp_path / "m.jsonl")
     with pytest.raises(UserError, match=r"training loss became nan at optimizer step 1.*learning_rate"):
         train_loop(tiny(tiny_llama_dir), broken, random_samples(4, [10]), [], settings(max_steps=3), log)

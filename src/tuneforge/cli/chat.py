@@ -7,11 +7,14 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["add_parser", "run", "stream_reply"]
+__all__ = ["HELP", "NAME", "add_parser", "run", "stream_reply"]
+
+NAME = "chat"
+HELP = "chat with a model or a finished run"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("chat", help="chat with a model or a finished run", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("model", help="run directory, zoo name, Hugging Face folder or .gguf file")
     parser.add_argument("--prompt", help="answer this one prompt and exit")
     parser.add_argument("--system", help="system prompt (default: the chat template's own)")
@@ -60,7 +63,7 @@ def stream_reply(
 
 def run(args: argparse.Namespace) -> int:
     from tuneforge.models.load import load_model
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     loaded = load_model(args.model)
     base = [{"role": "system", "content": args.system}] if args.system else []

@@ -10,13 +10,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["HELP", "NAME", "add_parser"]
+
+NAME = "compare"
+HELP = "compare a base and a tuned model on the same questions"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser(
-        "compare", help="compare a base and a tuned model on the same questions", description=__doc__
-    )
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("--base", required=True, help="base model: zoo name, folder, .gguf or run directory")
     parser.add_argument("--tuned", required=True, help="tuned model, usually a run directory")
     parser.add_argument("--questions", help="questions file (JSON list of strings or {question, expected, reference})")
@@ -31,41 +32,28 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _variables(pairs: list[str]) -> dict[str, str]:
-    from tuneforge.errors import UserError
-
-    variables = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--var {pair!r}: expected KEY=VALUE, e.g. --var name=Conch")
-        variables[key] = value
-    return variables
-
-
 def _out_dir(args: argparse.Namespace) -> Path:
+    from tuneforge.models.rundir import RunLayout, is_run_dir
+
     if args.out:
         return Path(args.out)
-    tuned = Path(args.tuned)
-    return tuned / "eval" if (tuned / "config.yaml").is_file() else Path("compare")
+    return RunLayout(Path(args.tuned)).eval if is_run_dir(args.tuned) else Path("compare")
 
 
 def _run_variables(tuned: str) -> dict[str, str]:
     """A run directory's data.variables, so its questions' placeholders fill in without --var."""
-    path = Path(tuned) / "config.yaml"
-    if not path.is_file():
-        return {}
-    from tuneforge.config.load import load_config
+    from tuneforge.models.rundir import is_run_dir, read_run_record
 
-    return dict(load_config(path).data.variables)
+    return read_run_record(Path(tuned)).variables if is_run_dir(tuned) else {}
 
 
 def run(args: argparse.Namespace) -> int:
+    from tuneforge.cli.options import parse_variables
     from tuneforge.config.schema import EvalSection
     from tuneforge.errors import UserError
     from tuneforge.eval.session import base_answers, finish_comparison
     from tuneforge.models.load import load_model
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     if not args.questions and not args.general:
         raise UserError("give --questions FILE and/or --general FILE (e.g. --general general_check)")
@@ -78,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         general_limit=args.general_limit,
         forgetting_threshold=args.threshold,
     )
-    variables = {**_run_variables(args.tuned), **_variables(args.var)}
+    variables = {**_run_variables(args.tuned), **parse_variables(args.var)}
     console.print(f"loading base model {args.base}")
     base = load_model(args.base)
     before = base_answers(base.model, base.tokenizer, section, variables, Path.cwd())

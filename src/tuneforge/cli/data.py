@@ -12,11 +12,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["HELP", "NAME", "add_parser"]
+
+NAME = "data"
+HELP = "validate, describe or inspect training data"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("data", help="validate, describe or inspect training data", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, handler, helptext in (
         ("validate", _validate, "report every problem row and the counts"),
@@ -43,6 +46,7 @@ def _stdout() -> Any:
 
 
 def _config(args: argparse.Namespace) -> tuple[Any, Path | None]:
+    import tuneforge.methods  # noqa: F401  (registers the method and adapter parameters configs are checked against)
     from tuneforge.config.load import load_config
     from tuneforge.errors import UserError
 
@@ -64,10 +68,11 @@ def _config(args: argparse.Namespace) -> tuple[Any, Path | None]:
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """Config, its folder, tokenizer and prepared data; the drop-ratio stop becomes a warning here."""
-    from tuneforge.data.build import build_dataset, data_cache_dir
+    from tuneforge.data.build import build_dataset
     from tuneforge.data.templates import ensure_chat_template
     from tuneforge.models.load import load_tokenizer
-    from tuneforge.train.progress import console
+    from tuneforge.paths import data_cache_dir
+    from tuneforge.progress import console
 
     config, base_dir = _config(args)
     console.print(f"tokenizer and chat template of {config.model.name_or_path}")
@@ -82,7 +87,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 def _warn_drop_ratio(report: Any, limit: float) -> None:
     from tuneforge.data.build import check_drop_ratio
     from tuneforge.errors import UserError
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     try:
         check_drop_ratio(report, limit)
@@ -169,7 +174,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from rich.text import Text
 
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     _, _, tokenizer, prepared = _prepare(args)
     plain = args.plain or not sys.stdout.isatty()

@@ -8,13 +8,16 @@ import os
 import platform
 from typing import Any
 
-__all__ = ["add_parser", "collect_environment", "run"]
+__all__ = ["HELP", "NAME", "add_parser", "collect_environment", "run"]
 
-PACKAGES = ("tuneforge", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "gguf")
+NAME = "env"
+HELP = "print versions, hardware and threads"
+
+PACKAGES = ("tuneforge", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf")
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("env", help="print versions, hardware and threads", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.set_defaults(handler=run)
 
 
@@ -29,7 +32,7 @@ def collect_environment() -> dict[str, str]:
     """Everything `tuneforge env` prints, as strings."""
     import torch
 
-    from tuneforge.models.zoo import tuneforge_home
+    from tuneforge.paths import tuneforge_home
 
     info = {"python": platform.python_version(), "platform": platform.platform()}
     info.update({name: _version(name) for name in PACKAGES})
@@ -46,7 +49,7 @@ def collect_environment() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     for key, value in collect_environment().items():
         console.print(f"{key:>16}: {value}", highlight=False, soft_wrap=True)

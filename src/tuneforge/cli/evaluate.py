@@ -14,13 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["HELP", "NAME", "add_parser"]
+
+NAME = "eval"
+HELP = "loss/perplexity, multiple-choice benchmarks, generation metrics"
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
-        "eval",
-        help="loss/perplexity, multiple-choice benchmarks, generation metrics",
+        NAME,
+        help=HELP,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -40,14 +43,15 @@ def add_parser(sub: Any) -> None:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
+    from tuneforge.models.rundir import RunLayout, is_run_dir
+
     if args.out:
         return Path(args.out)
-    model = Path(args.model)
-    return model / "eval" if (model / "config.yaml").is_file() else Path("eval")
+    return RunLayout(Path(args.model)).eval if is_run_dir(args.model) else Path("eval")
 
 
 def _data_section(args: argparse.Namespace, files: list[str]) -> Any:
-    from tuneforge.cli.compare import _variables
+    from tuneforge.cli.options import parse_variables
     from tuneforge.config.schema import DataSection
 
     return DataSection(
@@ -55,7 +59,7 @@ def _data_section(args: argparse.Namespace, files: list[str]) -> Any:
         val_size=0,
         cutoff_len=args.cutoff_len,
         max_samples=args.max_samples,
-        variables=_variables(args.var),
+        variables=parse_variables(args.var),
         max_drop_ratio=1.0,
         dedup="none",
         cache=False,
@@ -96,7 +100,7 @@ def _mc(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
 
 
 def _print(results: dict[str, dict[str, Any]]) -> list[str]:
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     lines = []
     if "loss" in results:
@@ -122,7 +126,7 @@ def _print(results: dict[str, dict[str, Any]]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tuneforge.errors import UserError
     from tuneforge.models.load import load_model
-    from tuneforge.train.artifacts import append_to_model_card
+    from tuneforge.models.rundir import append_to_model_card, is_run_dir
 
     if not (args.data or args.mc or args.predict):
         raise UserError("nothing to evaluate: give --data FILE, --mc DIR and/or --predict FILE")
@@ -139,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
     for name, result in results.items():
         (out / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     lines = _print(results)
-    if (Path(args.model) / "config.yaml").is_file():
+    if is_run_dir(args.model):
         append_to_model_card(Path(args.model), "Evaluation", lines)
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     console.print(f"results: {', '.join(str(out / f'{n}.json') for n in results)}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from tuneforge import __version__
 from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train
@@ -17,21 +17,34 @@ __all__ = ["main"]
 VERBS = (train, data, compare, evaluate, export, chat, serve, models, env)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, one sub-command per verb module."""
+def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, one sub-command per verb module.
+
+    Only the verbs named in `full` (None: all) get their whole parser; the others get their one-line help only,
+    which keeps `tuneforge --help` fast (some verbs list registries whose modules import torch).
+    """
     parser = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune LLMs offline from one YAML config.")
     parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    wanted = None if full is None else set(full)
     for verb in VERBS:
-        verb.add_parser(sub)
+        if wanted is None or verb.NAME in wanted:
+            verb.add_parser(sub)
+        else:
+            sub.add_parser(verb.NAME, help=verb.HELP)
     return parser
+
+
+def _requested_verb(argv: list[str]) -> list[str]:
+    """The verb on the command line: its first word that is not an option (none for `tuneforge --help`)."""
+    return [word for word in argv if not word.startswith("-")][:1]
 
 
 def _configure_logging(debug: bool) -> None:
     from rich.logging import RichHandler
 
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     handler = RichHandler(console=console, show_time=False, show_path=debug)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s")
@@ -50,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_requested_verb(argv)).parse_args(argv)
     _configure_logging(args.debug)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "NAME", "add_parser", "run"]
+
+NAME = "models"
+HELP = "list the models that load offline"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("models", help="list the models that load offline", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("--runs", default="runs", help="folder to scan for finished runs (default: runs)")
     parser.set_defaults(handler=run)
 
@@ -18,15 +21,16 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from tuneforge.models.zoo import ZOO, find_packaged_gguf, tuneforge_home
-    from tuneforge.train.artifacts import read_status
-    from tuneforge.train.progress import console
+    from tuneforge.models.rundir import read_status
+    from tuneforge.models.zoo import ZOO, find_packaged_gguf
+    from tuneforge.paths import model_cache_dir
+    from tuneforge.progress import console
 
     table = Table(title="Models available offline")
     for column in ("name", "kind", "status", "description"):
         table.add_column(column)
     for entry in ZOO.values():
-        cache = tuneforge_home() / "models" / entry.cache_name
+        cache = model_cache_dir(entry.cache_name)
         if (cache / "config.json").is_file():
             status = f"ready ({cache})"
         elif find_packaged_gguf(entry):

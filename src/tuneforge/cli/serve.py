@@ -12,13 +12,17 @@ import ipaddress
 import os
 from typing import Any
 
-__all__ = ["add_parser", "is_loopback", "run"]
+__all__ = ["HELP", "NAME", "add_parser", "is_loopback", "run"]
+
+NAME = "serve"
+HELP = "serve a model or run over an OpenAI-compatible API"
 
 
 def add_parser(sub: Any) -> None:
-    from tuneforge.serve.loading import ENGINES
+    from tuneforge.serve.engines import ENGINES
+    from tuneforge.serve.loading import DEFAULT_ENGINE, engine_choices
 
-    parser = sub.add_parser("serve", help="serve a model or run over an OpenAI-compatible API", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("model", help="run directory, zoo name, Hugging Face folder or .gguf file")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
@@ -41,9 +45,10 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--engine",
-        default="transformers",
-        choices=ENGINES,
-        help="transformers (default); vllm (GPU) or llamacpp (.gguf) when installed; auto: llamacpp for a .gguf file",
+        default=DEFAULT_ENGINE,
+        choices=engine_choices(),
+        help="; ".join(f"{name}: {ENGINES.get(name).help}" for name in ENGINES.names())
+        + "; auto: an installed engine that prefers the model, else the default",
     )
     parser.add_argument("--max-tokens", type=int, default=256, help="default answer length limit")
     parser.add_argument("--max-batch-size", type=int, default=8, help="most answers generated together (default 8)")
@@ -85,10 +90,11 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     import uvicorn
 
+    from tuneforge.progress import console
     from tuneforge.serve.app import create_app
-    from tuneforge.serve.loading import open_engine, pick_engine, plan_serving
+    from tuneforge.serve.loading import open_engine, pick_engine
+    from tuneforge.serve.plan import plan_serving
     from tuneforge.serve.scheduler import Scheduler
-    from tuneforge.train.progress import console
 
     plan = plan_serving(args.model, args.name, args.adapter)
     engine = open_engine(pick_engine(args.engine, plan.base), plan)

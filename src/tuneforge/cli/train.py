@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HELP", "NAME", "add_parser", "run"]
+
+NAME = "train"
+HELP = "fine-tune a model from a YAML config"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("train", help="fine-tune a model from a YAML config", description=__doc__)
+    parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("config", help="YAML config file (sections model, data, adapter, train, eval, output)")
     parser.add_argument("overrides", nargs="*", help="overrides such as train.epochs=1 data.cutoff_len=256")
     parser.add_argument(
@@ -40,7 +43,7 @@ def _interrupted(err: Any, args: argparse.Namespace, console: Any) -> int:
 
 def _report_outcome(run_dir: Path, console: Any) -> None:
     """Best step, early stop and the verdict on the curves, as recorded in run.json."""
-    from tuneforge.train.artifacts import read_status
+    from tuneforge.models.rundir import read_status
     from tuneforge.train.lifecycle import describe_outcome
 
     status = read_status(run_dir)
@@ -49,17 +52,36 @@ def _report_outcome(run_dir: Path, console: Any) -> None:
             console.print(f"  {line}")
 
 
+def _next_steps(run_dir: Path, adapter: Any, console: Any) -> None:
+    """The commands that apply to this run: chat always; serve and export where the adapter allows them."""
+    console.print("\n[bold]Next:[/]")
+    console.print(f"  tuneforge chat {run_dir}                       # talk to it")
+    console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')
+    if adapter.batched_serving:
+        console.print(f"  tuneforge serve {run_dir}                      # OpenAI-compatible API on 127.0.0.1:8000")
+    if adapter.mergeable:
+        console.print(f"  tuneforge export {run_dir} --to exported/{run_dir.name}          # merged safetensors")
+        console.print(
+            f"  tuneforge export {run_dir} --to exported/{run_dir.name}-ollama --format ollama  # GGUF + Modelfile"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from tuneforge.config.load import load_config
+    from tuneforge.eval.session import ComparisonHook
+    from tuneforge.models.adapters import ADAPTERS
+    from tuneforge.models.rundir import RunLayout
+    from tuneforge.progress import console
     from tuneforge.train.loop import TrainingInterrupted
-    from tuneforge.train.progress import console
     from tuneforge.train.run import run_training
 
     config = load_config(args.config, args.overrides)
     if args.resume:
         config.train.resume = args.resume
+    base_dir = Path(args.config).resolve().parent
+    comparison = ComparisonHook(config.eval, config.data.variables, base_dir)
     try:
-        outcome = run_training(config, base_dir=Path(args.config).resolve().parent, force=args.force)
+        outcome = run_training(config, base_dir=base_dir, force=args.force, hooks=(comparison,))
     except TrainingInterrupted as err:
         return _interrupted(err, args, console)
     run_dir = outcome.run_dir
@@ -67,22 +89,10 @@ def run(args: argparse.Namespace) -> int:
         f"\n[bold green]done[/] in {outcome.result.seconds:.0f} s of training, "
         f"{outcome.result.tokens_per_s:.0f} tokens/s. Run directory: {run_dir}"
     )
-    console.print(f"  loss curve: {run_dir / 'loss.png'}   metrics: {run_dir / 'metrics.jsonl'}")
+    layout = RunLayout(run_dir)
+    console.print(f"  loss curve: {layout.loss_plot}   metrics: {layout.metrics}")
     _report_outcome(run_dir, console)
-    if outcome.comparison is not None:
-        console.print(f"  before vs after: {run_dir / 'eval' / 'compare.html'} (also compare.md, compare.json)")
-    console.print("\n[bold]Next:[/]")
-    console.print(f"  tuneforge chat {run_dir}                       # talk to it")
-    console.print(f'  tuneforge chat {run_dir} --prompt "Who are you?"  # one answer')
-    from tuneforge.models.adapters import ADAPTERS
-
-    if not ADAPTERS.get(config.adapter.name).supports_packing:
-        return 0  # virtual tokens (prefix, prompt, P-tuning): neither the batched server nor merging applies
-    console.print(f"  tuneforge serve {run_dir}                      # OpenAI-compatible API on 127.0.0.1:8000")
-    if config.adapter.name == "adapter":
-        return 0  # bottleneck modules cannot be merged into plain weights
-    console.print(f"  tuneforge export {run_dir} --to exported/{run_dir.name}          # merged safetensors")
-    console.print(
-        f"  tuneforge export {run_dir} --to exported/{run_dir.name}-ollama --format ollama  # GGUF + Modelfile"
-    )
+    if outcome.reports:
+        console.print(f"  before vs after: {layout.eval / 'compare.html'} (also compare.md, compare.json)")
+    _next_steps(run_dir, ADAPTERS.get(config.adapter.name), console)
     return 0

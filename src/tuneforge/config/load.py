@@ -8,11 +8,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tuneforge.config.schema import AdapterParams, RunConfig
+from tuneforge.config.schema import RunConfig, Section
+from tuneforge.config.variants import VARIANT_SECTIONS, VariantSection
 from tuneforge.errors import UserError
 from tuneforge.registry import closest
 
-__all__ = ["config_from_dict", "dump_config", "load_config", "parse_overrides"]
+__all__ = ["config_from_dict", "dump_config", "load_config", "parse_overrides", "validate_variant"]
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def _describe(err: ValidationError, model_cls: type[BaseModel], source: str, pre
         if item["type"] == "extra_forbidden":
             hint = closest(str(loc[-1]), _valid_keys(model_cls, loc))
             fix = f" Did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{hint}?" if hint else ""
-            owner = f" for adapter {model_cls.model_fields['name'].default!r}" if prefix == "adapter." else ""
+            owner = f" for {prefix[:-1]} {model_cls.model_fields['name'].default!r}" if prefix else ""
             valid = ", ".join(_valid_keys(model_cls, loc))
             lines.append(f"{source}: unknown key {key!r}{owner}.{fix} Valid keys here: {valid}")
         else:
@@ -89,32 +90,37 @@ def _describe(err: ValidationError, model_cls: type[BaseModel], source: str, pre
     return "\n".join(lines)
 
 
-def _validate_adapter(raw: Any, source: str) -> AdapterParams:
-    from tuneforge.models.adapters import ADAPTERS
-
+def validate_variant(variant: VariantSection, raw: Any, source: str) -> Section:
+    """Validate one name-dependent section (`adapter:` or `method:`) against the class its `name` picks."""
+    if not variant.registry.names():
+        raise RuntimeError(
+            f"no {variant.key} parameters are registered: import tuneforge.methods (it registers every method and "
+            "adapter) before loading a config"
+        )
     raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: adapter must be a mapping such as {{name: lora, r: 8}}")
-    name = str(raw.get("name", "lora"))
+        raise UserError(f"{source}: {variant.key} must be a mapping such as {{name: {variant.default}, ...}}")
+    name = str(raw.get("name", variant.default))
     try:
-        spec = ADAPTERS.get(name)
+        params = variant.registry.get(name)
     except UserError as err:
-        raise UserError(f"{source}: adapter.name: {err}") from None
+        raise UserError(f"{source}: {variant.key}.name: {err}") from None
     try:
-        return spec.params.model_validate({**raw, "name": name})
+        return params.model_validate({**raw, "name": name})
     except ValidationError as err:
-        raise UserError(_describe(err, spec.params, source, prefix="adapter.")) from None
+        raise UserError(_describe(err, params, source, prefix=f"{variant.key}.")) from None
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
     """Validate a raw nested dict into a RunConfig; errors name `source`, the key and the closest valid key."""
     raw = dict(raw)
-    adapter = _validate_adapter(raw.pop("adapter", None), source)
+    variants = {v.key: validate_variant(v, raw.pop(v.key, None), source) for v in VARIANT_SECTIONS}
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise UserError(_describe(err, RunConfig, source)) from None
-    config.adapter = adapter
+    for key, section in variants.items():
+        setattr(config, key, section)
     return config
 
 

@@ -10,7 +10,7 @@ __all__ = [
     "AdapterParams",
     "DataSection",
     "EvalSection",
-    "MethodSection",
+    "MethodParams",
     "ModelSection",
     "OutputSection",
     "ReplaySection",
@@ -129,16 +129,23 @@ class DataSection(Section):
         return value
 
 
-class MethodSection(Section):
-    name: Literal["sft"] = Field("sft", description="Training method.")
+class MethodParams(Section):
+    """Base of every training method's parameters; `name` picks the method (see tuneforge.methods).
+
+    Each method registers its own subclass (see tuneforge.config.variants); the `method:` section is validated
+    against the class of the method it names.
+    """
+
+    name: str = Field("sft", description="Training method (see `tuneforge train --help` for the list).")
 
 
 class AdapterParams(Section):
-    """Base of every adapter's parameters; `name` picks the adapter (see tuneforge.models.adapters)."""
+    """Base of every adapter's parameters; `name` picks the adapter (see tuneforge.models.adapters).
 
-    name: str = Field(
-        "lora", description="Adapter method: full, freeze, lora, qlora, ia3, prefix, prompt, ptuning or adapter."
-    )
+    Each adapter registers its own subclass (see tuneforge.config.variants).
+    """
+
+    name: str = Field("lora", description="Adapter method (see `tuneforge train --help` for the list).")
 
 
 class TrainSection(Section):
@@ -253,7 +260,7 @@ class RunConfig(Section):
 
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
-    method: MethodSection = Field(default_factory=MethodSection)
+    method: MethodParams = Field(default_factory=MethodParams)
     adapter: AdapterParams = Field(default_factory=AdapterParams)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)

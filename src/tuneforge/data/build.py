@@ -28,17 +28,10 @@ from tuneforge.data.quality import DataReport, DuplicateFinder, Problem
 from tuneforge.data.render import MaskOptions, RenderedSample
 from tuneforge.errors import UserError
 
-__all__ = ["build_dataset", "check_drop_ratio", "data_cache_dir", "data_sources", "tokenizer_fingerprint"]
+__all__ = ["build_dataset", "check_drop_ratio", "data_sources", "tokenizer_fingerprint"]
 
 CACHE_VERSION = 1
 _NOT_ERRORS = {"exact duplicate", "near-duplicate", "too short", "over the cutoff length", "left out by the mix"}
-
-
-def data_cache_dir() -> Path:
-    """Where tokenised datasets are cached: $TUNEFORGE_HOME/cache/data."""
-    from tuneforge.models.zoo import tuneforge_home
-
-    return tuneforge_home() / "cache" / "data"
 
 
 def data_sources(data: DataSection, base_dir: Path | None) -> list[DataSource]:

@@ -12,24 +12,24 @@ No token is ever added to the tokenizer (that would change the embedding size). 
 from __future__ import annotations
 
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from tuneforge.errors import UserError
-from tuneforge.registry import closest
+from tuneforge.registry import Registry
 
-__all__ = ["TEMPLATE_NAMES", "bundled_template", "ensure_chat_template"]
+__all__ = ["TEMPLATES", "bundled_template", "ensure_chat_template"]
 
-TEMPLATE_NAMES: tuple[str, ...] = ("chatml", "llama3", "mistral", "gemma")
+# Every tuneforge/resources/templates/NAME.jinja file is the bundled template NAME: adding one is adding its file.
+TEMPLATES: Registry[Traversable] = Registry("chat template")
+for _file in sorted((resources.files("tuneforge") / "resources" / "templates").iterdir(), key=lambda f: f.name):
+    if _file.name.endswith(".jinja"):
+        TEMPLATES.register(_file.name.removesuffix(".jinja"))(_file)
 
 
 def bundled_template(name: str) -> str:
     """The Jinja text of the bundled chat template `name`; unknown names raise a UserError with a suggestion."""
-    if name not in TEMPLATE_NAMES:
-        hint = closest(name, list(TEMPLATE_NAMES))
-        did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-        raise UserError(f"unknown chat template {name!r}.{did_you_mean} Known: {', '.join(TEMPLATE_NAMES)}.")
-    path = resources.files("tuneforge") / "resources" / "templates" / f"{name}.jinja"
-    return path.read_text(encoding="utf-8")
+    return TEMPLATES.get(name).read_text(encoding="utf-8")
 
 
 def ensure_chat_template(tokenizer: Any, name: str | None) -> str:
@@ -45,5 +45,5 @@ def ensure_chat_template(tokenizer: Any, name: str | None) -> str:
         return "the tokenizer's own chat template"
     raise UserError(
         "the tokenizer has no chat template; set data.template to one of the bundled templates: "
-        f"{', '.join(TEMPLATE_NAMES)}."
+        f"{', '.join(TEMPLATES.names())}."
     )

@@ -210,7 +210,7 @@ def _clip(text: str, limit: int = 160) -> str:
 def _print_tables(rows: list[dict[str, Any]], record: dict[str, Any], forgetting: Forgetting | None) -> None:
     from rich.table import Table
 
-    from tuneforge.train.progress import console
+    from tuneforge.progress import console
 
     table = Table(title="Before vs after (held-out questions)", show_lines=True, expand=True)
     for name, ratio in (("kind", 1), ("question", 3), ("before", 5), ("after", 5)):

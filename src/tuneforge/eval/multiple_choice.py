@@ -19,7 +19,7 @@ import torch
 
 from tuneforge.data.render import render_text
 from tuneforge.errors import UserError
-from tuneforge.train.progress import progress_bar
+from tuneforge.progress import progress_bar
 
 __all__ = ["Item", "letter_ids", "load_benchmark", "score_benchmark"]
 

@@ -9,8 +9,8 @@ import torch
 
 from tuneforge.data.packing import collate_packed
 from tuneforge.data.render import RenderedSample
-from tuneforge.train.loss import causal_lm_loss_sum, supervised_token_count
-from tuneforge.train.progress import progress_bar
+from tuneforge.methods.loss import causal_lm_loss_sum, supervised_token_count
+from tuneforge.progress import progress_bar
 
 __all__ = ["loss_and_perplexity"]
 

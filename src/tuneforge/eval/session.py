@@ -21,8 +21,9 @@ from tuneforge.eval.compare import (
     compare_answers,
     load_questions,
 )
+from tuneforge.models.rundir import RunLayout
 
-__all__ = ["BeforeAnswers", "base_answers", "finish_comparison"]
+__all__ = ["BeforeAnswers", "ComparisonHook", "base_answers", "finish_comparison"]
 
 
 @dataclass
@@ -81,3 +82,23 @@ def finish_comparison(
         )
     comparison = Comparison(before.questions, before.answers, after)
     return compare_answers(comparison, out_dir, verdicts, forgetting)
+
+
+class ComparisonHook:
+    """The before/after comparison of a training run (a tuneforge.train.run.RunHook).
+
+    Before training it asks the base model the eval section's questions and general set; after training it asks
+    the tuned model and writes the report into the run's eval/ folder.
+    """
+
+    def __init__(self, section: EvalSection, variables: dict[str, str], base_dir: Path | None) -> None:
+        self.section, self.variables, self.base_dir = section, variables, base_dir
+        self.before: BeforeAnswers | None = None
+
+    def before_training(self, model: Any, tokenizer: Any) -> None:
+        self.before = base_answers(model, tokenizer, self.section, self.variables, self.base_dir)
+
+    def after_training(self, model: Any, tokenizer: Any, layout: RunLayout) -> dict[str, Any] | None:
+        if self.before is None:
+            return None
+        return finish_comparison(model, tokenizer, self.before, self.section, layout.eval)

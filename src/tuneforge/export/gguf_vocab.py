@@ -9,20 +9,22 @@ from typing import Any
 
 from tuneforge.errors import UserError
 
+__all__ = ["LLAMA3_SPLIT", "QWEN2_SPLIT", "Vocab", "add_tokenizer_metadata", "pre_tokenizer_name", "read_vocab"]
+
 # Split regexes of the byte-level BPE tokenizers whose llama.cpp pre-tokenizer has a name.
-_LLAMA3_SPLIT = (
+LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_QWEN2_SPLIT = (
+QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_PRE_BY_SPLIT = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
+_PRE_BY_SPLIT = {LLAMA3_SPLIT: "llama-bpe", QWEN2_SPLIT: "qwen2"}
 
 
 @dataclass
-class _Vocab:
+class Vocab:
     """The tokenizer as GGUF stores it."""
 
     tokens: list[str]
@@ -36,10 +38,11 @@ class _Vocab:
 
     @property
     def n_vocab(self) -> int:
+        """The number of tokens, which is the embedding row count."""
         return len(self.tokens)
 
 
-def _read_vocab(model_dir: Path, config: dict[str, Any], n_vocab: int) -> _Vocab:
+def read_vocab(model_dir: Path, config: dict[str, Any], n_vocab: int) -> Vocab:
     """The tokenizer as transformers loads it from ``model_dir``; ``n_vocab`` is the embedding row count.
 
     Loading it (rather than reading tokenizer.json) picks up what transformers adds or replaces: the chat template
@@ -51,11 +54,11 @@ def _read_vocab(model_dir: Path, config: dict[str, Any], n_vocab: int) -> _Vocab
     tokens, types = _token_table(data, n_vocab)
     special_ids = _special_ids(tokenizer, config, n_vocab)
     probe = tokenizer("a")["input_ids"]
-    return _Vocab(
+    return Vocab(
         tokens=tokens,
         token_types=types,
         merges=[m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])],
-        pre=_pre_tokenizer_name(data, _model_names(model_dir, config)),
+        pre=pre_tokenizer_name(data, _model_names(model_dir, config)),
         special_ids=special_ids,
         add_bos=bool(probe) and probe[0] == special_ids.get("bos"),
         add_eos=bool(probe) and probe[-1] == special_ids.get("eos"),
@@ -141,8 +144,14 @@ def _model_names(model_dir: Path, config: dict[str, Any]) -> str:
     return " ".join(str(n) for n in names if n).lower()
 
 
-def _pre_tokenizer_name(data: dict[str, Any], model_names: str) -> str:
-    """llama.cpp's name for how text is split before BPE merges (``tokenizer.ggml.pre``)."""
+def pre_tokenizer_name(data: dict[str, Any], model_names: str) -> str:
+    """llama.cpp's name for how text is split before BPE merges (``tokenizer.ggml.pre``).
+
+    Args:
+        data: The tokenizer as ``tokenizer.json`` stores it.
+        model_names: Lower-case names the model goes by (folder, hub id), to recognise SmolLM2 when the
+            tokenizer alone cannot tell it from GPT-2.
+    """
     steps = _steps(data.get("pre_tokenizer"))
     kinds = [step.get("type") for step in steps]
     for step in steps:
@@ -157,10 +166,11 @@ def _pre_tokenizer_name(data: dict[str, Any], model_names: str) -> str:
     return "default"
 
 
-# ----------------------------------------------------------------------------------------------- writing
+# ---------------------------------------------------------------------------------------------- writing
 
 
-def _add_tokenizer_metadata(writer: Any, vocab: _Vocab) -> None:
+def add_tokenizer_metadata(writer: Any, vocab: Vocab) -> None:
+    """Add ``vocab`` to a ``gguf.GGUFWriter`` as the ``tokenizer.ggml.*`` and ``tokenizer.chat_template`` keys."""
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)

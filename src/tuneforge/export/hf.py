@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+import tuneforge.methods  # noqa: F401  (registers the method and adapter parameters run configs are checked against)
+from tuneforge.config.load import load_config
+from tuneforge.config.schema import RunConfig
 from tuneforge.errors import UserError
+from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
+from tuneforge.models.adapters import ADAPTERS, adapter_of
+from tuneforge.models.load import load_model
+from tuneforge.models.rundir import RunLayout, is_run_dir, read_status
 
-__all__ = ["export_hf", "merged_model", "publish_folder", "reproducibility_record"]
-
-_NOT_MERGEABLE = {"prefix", "prompt", "ptuning", "adapter", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+__all__ = ["merged_model", "reproducibility_record", "write_hf_folder", "write_merged_folder"]
 
 
 def _dtype(name: str) -> Any:
@@ -32,28 +35,25 @@ def _dtype(name: str) -> Any:
     return table.get(name)
 
 
-def merged_model(source: str) -> tuple[Any, Any, dict[str, Any] | None]:
-    """(model with any adapter merged in, tokenizer, the run's config as a dict or None) for a run dir or model."""
-    from tuneforge.models.load import load_model
+def _not_mergeable(source: str, name: str) -> UserError:
+    return UserError(
+        f"{source}: the {name!r} adapter adds virtual tokens or extra modules at run time and cannot be merged "
+        f"into plain weights; serve the run directory itself (`tuneforge serve {source}`)"
+    )
 
-    path = Path(source)
+
+def merged_model(source: str) -> tuple[Any, Any, RunConfig | None]:
+    """(model with any adapter merged in, tokenizer, the run's config or None) for a run dir or model."""
     config = None
-    if (path / "config.yaml").is_file():
-        from tuneforge.config.load import load_config
-
-        run_config = load_config(path / "config.yaml")
-        config = run_config.model_dump(mode="json", serialize_as_any=True)
-        name = config["adapter"]["name"]
-        if name in _NOT_MERGEABLE:
-            raise UserError(
-                f"{source}: the {name!r} adapter adds virtual tokens or extra modules at run time and cannot be merged "
-                f"into plain weights; serve the run directory itself (`tuneforge serve {source}`)"
-            )
+    if is_run_dir(source):
+        config = load_config(RunLayout(Path(source)).config)
+        if not ADAPTERS.get(config.adapter.name).mergeable:
+            raise _not_mergeable(source, config.adapter.name)
     loaded = load_model(source, dtype="float32")
     model = loaded.model
-    peft_type = str(getattr(getattr(model, "active_peft_config", None), "peft_type", "") or "")
-    if peft_type.split(".")[-1] in _NOT_MERGEABLE:
-        raise UserError(f"{source}: {peft_type} adapters cannot be merged into the weights; serve the run directly")
+    adapter = adapter_of(model)
+    if adapter is not None and not adapter.mergeable:
+        raise _not_mergeable(source, adapter.peft_type or "run-time")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model, loaded.tokenizer, config
@@ -67,7 +67,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def reproducibility_record(source: str, config: dict[str, Any] | None) -> dict[str, Any]:
+def reproducibility_record(source: str, config: RunConfig | None) -> dict[str, Any]:
     """Base model, data file hashes, config, library versions and the run's final numbers."""
     import peft
     import torch
@@ -87,18 +87,18 @@ def reproducibility_record(source: str, config: dict[str, Any] | None) -> dict[s
     if config is not None:
         from tuneforge.data.catalog import resolve_sources
 
-        record["base_model"] = config["model"]["name_or_path"]
+        record["base_model"] = config.model.name_or_path
         hashes = {}
         try:
-            for data_source in resolve_sources(config["data"]["train"]) if config["data"]["train"] else []:
+            for data_source in resolve_sources(config.data.train) if config.data.train else []:
                 hashes[str(data_source.path)] = _sha256(data_source.path)
         except UserError as err:
             hashes["unavailable"] = str(err)
         record["data_sha256"] = hashes
-        record["config"] = config
-        status = Path(source) / "run.json"
-        if status.is_file():
-            record["metrics"] = json.loads(status.read_text(encoding="utf-8"))
+        record["config"] = config.model_dump(mode="json", serialize_as_any=True)
+        status = read_status(Path(source))
+        if status:
+            record["metrics"] = status
     return record
 
 
@@ -118,32 +118,6 @@ def _card(record: dict[str, Any], out_name: str) -> str:
     return "\n".join(lines)
 
 
-def publish_folder(tmp: Path, out: Path, force: bool) -> Path:
-    """Move a finished temporary folder into place; an existing `out` is replaced only with `force`."""
-    if out.exists():
-        if not force:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise UserError(f"{out} already exists; pass --force to replace it")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
-
-
-def check_target(out: Path, force: bool) -> Path:
-    """Refuse an existing target without --force (before any work); return the temporary folder to write."""
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
 def write_hf_folder(model: Any, tokenizer: Any, folder: Path, dtype: str, shard_size: str) -> None:
     """Save weights (sharded safetensors), tokenizer with chat template and generation config."""
     torch_dtype = _dtype(dtype)
@@ -153,16 +127,22 @@ def write_hf_folder(model: Any, tokenizer: Any, folder: Path, dtype: str, shard_
     tokenizer.save_pretrained(folder)
 
 
-def export_hf(source: str, out: Path, dtype: str = "auto", shard_size: str = "2GB", force: bool = False) -> Path:
-    """Merged Hugging Face folder at `out`, written to a temporary folder and renamed at the end."""
-    tmp = check_target(out, force)
-    try:
-        model, tokenizer, config = merged_model(source)
-        write_hf_folder(model, tokenizer, tmp, dtype, shard_size)
-        record = reproducibility_record(source, config)
-        (tmp / "reproducibility.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-        (tmp / "README.md").write_text(_card(record, out.name), encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return publish_folder(tmp, out, force)
+def write_merged_folder(source: str, folder: Path, options: ExportOptions) -> None:
+    """Merged Hugging Face folder in `folder`: weights, tokenizer, reproducibility record and model card."""
+    model, tokenizer, config = merged_model(source)
+    write_hf_folder(model, tokenizer, folder, options.dtype, options.shard_size)
+    record = reproducibility_record(source, config)
+    (folder / "reproducibility.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    (folder / "README.md").write_text(_card(record, options.name), encoding="utf-8")
+
+
+EXPORTERS.register("hf")(
+    Exporter(
+        help="merged, sharded safetensors with tokenizer, chat template, generation config and a model card "
+        "carrying a reproducibility record (--dtype, --shard-size)",
+        write=write_merged_folder,
+        next_steps=lambda out, options: [
+            f"merged model: {out} (load it with transformers, or `tuneforge chat {out}`)"
+        ],
+    )
+)

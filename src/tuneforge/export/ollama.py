@@ -9,12 +9,15 @@ export stops and says so. Tool calls are not part of the Modelfile template.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
+from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
+from tuneforge.export.gguf import gguf_file_name, write_gguf_export
 from tuneforge.export.gotemplate import render_go_template
 
-__all__ = ["ChatWrappers", "go_template", "modelfile", "read_wrappers", "verify_template"]
+__all__ = ["ChatWrappers", "go_template", "modelfile", "read_wrappers", "verify_template", "write_ollama_export"]
 
 _S, _U1, _A1, _U2 = "SYSTEMQZXW", "USERONEQZXW", "ASSISTANTONEQZXW", "USERTWOQZXW"
 
@@ -145,3 +148,26 @@ def modelfile(tokenizer: Any, gguf_name: str, temperature: float = 0.7, context:
     lines += [f'PARAMETER stop "{stop}"' for stop in _stops(tokenizer, w)]
     lines += [f"PARAMETER temperature {temperature}", f"PARAMETER num_ctx {context}"]
     return "\n".join(lines) + "\n"
+
+
+def write_ollama_export(source: str, folder: Path, options: ExportOptions) -> None:
+    """The GGUF file plus a Modelfile whose template reproduces the chat template."""
+    gguf, tokenizer = write_gguf_export(source, folder, options)
+    (folder / "Modelfile").write_text(modelfile(tokenizer, gguf.name), encoding="utf-8")
+
+
+def _ollama_next_steps(out: Path, options: ExportOptions) -> list[str]:
+    return [
+        f"GGUF file: {out / gguf_file_name(options)}",
+        f"Ollama: ollama create {out.name} -f {out / 'Modelfile'} && ollama run {out.name}",
+    ]
+
+
+EXPORTERS.register("ollama")(
+    Exporter(
+        help="the GGUF file plus a Modelfile whose template reproduces the chat template (ollama create NAME -f "
+        "DIR/Modelfile)",
+        write=write_ollama_export,
+        next_steps=_ollama_next_steps,
+    )
+)

@@ -1,17 +1,67 @@
-"""The method registry: what a training method provides to the training loop."""
+"""The method registry: everything a training method declares about itself, in one place.
+
+A method owns its whole story: the typed parameters of its `method:` config section, the kinds of samples it
+trains on, the checks it makes on a config before anything loads, which extra models it needs, how a micro-batch
+is collated, its loss, the normaliser that makes gradient accumulation exact, and the metrics it reports.
+`tuneforge.train` asks the registered `Method`; it holds no per-method knowledge.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 
+from tuneforge.config.schema import MethodParams
+from tuneforge.config.variants import METHOD_PARAMS
 from tuneforge.data.render import RenderedSample
+from tuneforge.errors import UserError
 from tuneforge.registry import Registry
 
-__all__ = ["METHODS", "Method"]
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
+
+__all__ = [
+    "METHODS",
+    "SAMPLE_KINDS",
+    "Batch",
+    "LossSums",
+    "Method",
+    "MethodModels",
+    "Objective",
+    "register_method",
+]
+
+Batch = dict[str, torch.Tensor]
+# what a rendered sample can be (see tuneforge.data.render.RenderedSample.kind)
+SAMPLE_KINDS: dict[str, str] = {
+    "chat": "conversations",
+    "text": "raw text",
+    "preference": "preference pairs (chosen/rejected)",
+    "kto": "KTO-labelled conversations",
+}
+ExtraModel = Literal["reference", "reward", "teacher"]
+
+
+class LossSums(NamedTuple):
+    """A micro-batch's loss and metrics, summed (not averaged) over its units (tokens, pairs, ...).
+
+    The loop divides both by the unit count of the whole optimizer step (see `Method.count`).
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, float]
+
+
+@dataclass
+class MethodModels:
+    """Models a method needs besides the one being trained (None where it needs none)."""
+
+    reference: Any = None
+    reward: Any = None
+    teacher: Any = None
 
 
 @dataclass(frozen=True)
@@ -19,14 +69,79 @@ class Method:
     """A training method.
 
     Attributes:
-        collate: micro-batch of samples → model inputs (`packing` picks one row vs a padded batch).
-        loss_sum: (model, batch) → summed loss over the batch's supervised tokens.
-        token_count: batch → number of supervised tokens (the normaliser).
+        params: the pydantic model of its `method:` section (registered for config validation).
+        data_kinds: the sample kinds it trains on (keys of SAMPLE_KINDS); other data is refused before training.
+        collate: micro-batch of samples, packing, pad id → model inputs.
+        loss: (model, batch, params, extra models) → LossSums.
+        count: batch → its units (supervised tokens, pairs, ...): the normaliser of loss and metrics.
+        metrics: names of the metrics its loss reports besides the loss (logged per step and per validation).
+        needs: (config) → the extra models it needs loaded, by role (reference, reward, teacher), each with its
+            source: a model tuneforge loads, or None for a frozen copy of the base model. None: no extra models.
+        check: (config) → None; raises UserError for settings the method cannot work with (runs before loading).
     """
 
-    collate: Callable[[list[RenderedSample], bool, int], dict[str, torch.Tensor]]
-    loss_sum: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
-    token_count: Callable[[dict[str, torch.Tensor]], int]
+    params: type[MethodParams]
+    data_kinds: frozenset[str]
+    collate: Callable[[list[RenderedSample], bool, int], Batch]
+    loss: Callable[[Any, Batch, MethodParams, MethodModels], LossSums]
+    count: Callable[[Batch], int]
+    metrics: tuple[str, ...] = ()
+    needs: Callable[[RunConfig], dict[ExtraModel, str | None]] | None = None
+    check: Callable[[RunConfig], None] | None = None
+
+    def check_config(self, config: RunConfig) -> None:
+        """Refuse impossible settings before anything loads."""
+        if self.check is not None:
+            self.check(config)
+
+    def check_data(self, name: str, kinds: set[str]) -> None:
+        """Refuse sample kinds this method cannot learn from, naming what it needs."""
+        wrong = kinds - self.data_kinds
+        if wrong:
+            wants = " and ".join(SAMPLE_KINDS[k] for k in sorted(self.data_kinds))
+            has = ", ".join(SAMPLE_KINDS.get(k, k) for k in sorted(wrong))
+            raise UserError(
+                f"method {name!r} trains on {wants}, but the data holds {has}; use data of that kind, "
+                "or a method built for this data"
+            )
+
+    def bind(self, params: MethodParams | None = None, models: MethodModels | None = None) -> Objective:
+        """This method with its parameters (default: the defaults) and extra models: what the loop runs."""
+        return Objective(self, params if params is not None else self.params(), models or MethodModels())
+
+
+@dataclass
+class Objective:
+    """A method bound to its parameters and extra models; the training loop calls only this."""
+
+    method: Method
+    params: MethodParams
+    models: MethodModels = field(default_factory=MethodModels)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.method.metrics
+
+    def collate(self, samples: list[RenderedSample], packing: bool, pad_id: int) -> Batch:
+        return self.method.collate(samples, packing, pad_id)
+
+    def loss(self, model: Any, batch: Batch) -> LossSums:
+        return self.method.loss(model, batch, self.params, self.models)
+
+    def count(self, batch: Batch) -> int:
+        return self.method.count(batch)
 
 
 METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(name: str, method: Method) -> Method:
+    """Register `method` as `name`, and its parameter class for the `method:` config section."""
+    declared = method.params.model_fields["name"].default
+    if declared != name:
+        raise ValueError(f"method {name!r}: its params class {method.params.__name__} declares name {declared!r}")
+    unknown = set(method.data_kinds) - set(SAMPLE_KINDS)
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown data kinds {sorted(unknown)}")
+    METHOD_PARAMS.register(name)(method.params)
+    return METHODS.register(name)(method)

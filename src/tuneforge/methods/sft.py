@@ -1,20 +1,43 @@
-"""Supervised fine-tuning: next-token loss on assistant tokens only."""
+"""Supervised fine-tuning: next-token loss on the supervised (assistant, or every raw-text) tokens."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any, Literal
 
+from pydantic import Field
+
+from tuneforge.config.schema import MethodParams
 from tuneforge.data.packing import collate_packed, collate_padded
 from tuneforge.data.render import RenderedSample
-from tuneforge.methods.base import METHODS, Method
-from tuneforge.train.loss import causal_lm_loss_sum, supervised_token_count
+from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
+from tuneforge.methods.loss import causal_lm_loss_sum, supervised_token_count
 
-__all__ = ["collate_sft"]
+__all__ = ["SftParams", "collate_sft", "sft_loss"]
 
 
-def collate_sft(samples: list[RenderedSample], packing: bool, pad_id: int) -> dict[str, torch.Tensor]:
+class SftParams(MethodParams):
+    """`method: {name: sft}`: no parameters of its own (data, adapter and train sections configure it)."""
+
+    name: Literal["sft"] = Field("sft", description="Training method.")
+
+
+def collate_sft(samples: list[RenderedSample], packing: bool, pad_id: int) -> Batch:
     """Packed (one row, position_ids per sample) or padded micro-batch."""
     return collate_packed(samples) if packing else collate_padded(samples, pad_id)
 
 
-METHODS.register("sft")(Method(collate=collate_sft, loss_sum=causal_lm_loss_sum, token_count=supervised_token_count))
+def sft_loss(model: Any, batch: Batch, params: MethodParams, models: MethodModels) -> LossSums:
+    """Summed cross-entropy over the supervised tokens."""
+    return LossSums(causal_lm_loss_sum(model, batch), {})
+
+
+register_method(
+    "sft",
+    Method(
+        params=SftParams,
+        data_kinds=frozenset({"chat", "text"}),
+        collate=collate_sft,
+        loss=sft_loss,
+        count=supervised_token_count,
+    ),
+)

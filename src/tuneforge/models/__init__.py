@@ -1,6 +1,7 @@
-"""Model loading (folders, GGUF files, zoo names, run directories) and adapter methods."""
+"""Model loading (folders, GGUF files, zoo names, run directories), run directories and adapter methods."""
 
-from tuneforge.models.load import LoadedModel, load_model, resolve_dtype
-from tuneforge.models.zoo import ZOO, tuneforge_home
+from tuneforge.models.hf import LoadedModel, resolve_dtype
+from tuneforge.models.load import load_model, load_tokenizer
+from tuneforge.models.zoo import ZOO
 
-__all__ = ["ZOO", "LoadedModel", "load_model", "resolve_dtype", "tuneforge_home"]
+__all__ = ["ZOO", "LoadedModel", "load_model", "load_tokenizer", "resolve_dtype"]

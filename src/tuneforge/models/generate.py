@@ -8,6 +8,8 @@ from typing import Any
 import torch
 
 from tuneforge.data.render import render_text
+from tuneforge.models.adapters import adapter_of
+from tuneforge.progress import progress_bar
 
 __all__ = ["Reply", "generate_new_tokens", "generate_replies", "stop_token_ids"]
 
@@ -31,10 +33,10 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _virtual_token_config(model: Any) -> Any:
-    """The peft config of a prompt-learning model (prefix, prompt or P-tuning), else None."""
-    config = getattr(model, "active_peft_config", None)
-    return config if config is not None and config.is_prompt_learning else None
+def _virtual_tokens(model: Any) -> str | None:
+    """Where the model's adapter keeps virtual tokens ("inputs", "cache"), or None (see AdapterSpec)."""
+    adapter = adapter_of(model)
+    return adapter.virtual_tokens if adapter is not None else None
 
 
 def _with_virtual_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
@@ -44,14 +46,13 @@ def _with_virtual_tokens(model: Any, input_ids: torch.Tensor, attention_mask: to
     the mask, left padding included) are laid out exactly as in training. Prefix tuning supplies them as a
     pre-filled cache; prompt and P-tuning as input embeddings.
     """
-    config = _virtual_token_config(model)
-    batch, count = input_ids.shape[0], config.num_virtual_tokens
+    batch, count = input_ids.shape[0], model.active_peft_config.num_virtual_tokens
     placeholders = input_ids.new_zeros((batch, count))
     inputs: dict[str, Any] = {
         "input_ids": torch.cat([placeholders, input_ids], dim=1),
         "attention_mask": torch.cat([attention_mask.new_ones((batch, count)), attention_mask], dim=1),
     }
-    if config.peft_type == "PREFIX_TUNING":
+    if _virtual_tokens(model) == "cache":
         inputs["cache"] = model.get_prompt(batch)
     else:
         embeds = model.word_embeddings(input_ids)
@@ -66,7 +67,7 @@ def generate_new_tokens(model: Any, input_ids: torch.Tensor, attention_mask: tor
     positions go wrong), so those models generate through their base model here. `kwargs` go to generate()
     (a streamer sees the prompt first, as usual).
     """
-    if _virtual_token_config(model) is None:
+    if _virtual_tokens(model) is None:
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return output[:, input_ids.shape[1] :]
     inputs = _with_virtual_tokens(model, input_ids, attention_mask)
@@ -106,8 +107,6 @@ def generate_replies(
     description: str | None = None,
 ) -> list[Reply]:
     """Greedy answers to each conversation (list of role/content dicts), in input order, with a progress bar."""
-    from tuneforge.train.progress import progress_bar
-
     texts = [render_text(tokenizer, c, generation=True) for c in conversations]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     replies: list[Reply | None] = [None] * len(texts)

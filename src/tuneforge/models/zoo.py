@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import UserError
+from tuneforge.models.hf import load_gguf
+from tuneforge.paths import model_cache_dir
 
-__all__ = ["ZOO", "ZooModel", "ensure_cached", "find_packaged_gguf", "tuneforge_home"]
+__all__ = ["ZOO", "ZooModel", "ensure_cached", "find_packaged_gguf"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,6 @@ ZOO: dict[str, ZooModel] = {
 }
 
 
-def tuneforge_home() -> Path:
-    """Where caches live: $TUNEFORGE_HOME, default ~/.cache/tuneforge."""
-    return Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge").expanduser()
-
-
 def find_packaged_gguf(entry: ZooModel) -> Path | None:
     """The GGUF file inside the installed distribution, located without importing the package."""
     try:
@@ -68,15 +64,13 @@ def _is_complete(folder: Path) -> bool:
 
 def ensure_cached(entry: ZooModel) -> Path:
     """Return the safetensors cache folder of `entry`, converting the packaged GGUF on first use."""
-    cache = tuneforge_home() / "models" / entry.cache_name
+    cache = model_cache_dir(entry.cache_name)
     if _is_complete(cache):
         return cache
     gguf = find_packaged_gguf(entry)
     if gguf is None:
         raise UserError(f"model {entry.name!r} needs its weights package: run `{entry.install_hint()}`")
     log.info("converting %s to a safetensors cache at %s (once)", gguf.name, cache)
-    from tuneforge.models.load import load_gguf
-
     model, tokenizer = load_gguf(gguf)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.cache_name}-", dir=cache.parent))

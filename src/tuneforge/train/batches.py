@@ -5,18 +5,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 
 from tuneforge.data.packing import best_fit_packs
 from tuneforge.data.render import RenderedSample
-from tuneforge.methods.base import Method
+from tuneforge.methods.base import Batch, Objective
+from tuneforge.train.settings import LoopSettings
 
-if TYPE_CHECKING:
-    from tuneforge.train.loop import LoopSettings
-
-__all__ = ["plan_steps", "training_rows"]
+__all__ = ["collate_rows", "micro_batches", "plan_steps", "step_groups", "to_device", "token_total", "training_rows"]
 
 
 def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list[list[int]]:
@@ -34,12 +31,12 @@ def plan_steps(num_rows: int, settings: LoopSettings) -> tuple[int, int]:
     return per_epoch, total
 
 
-def _micro_batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+def micro_batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
     """Consecutive groups of `batch_size` rows."""
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def _positioned_groups(
+def step_groups(
     rows: list[list[int]], settings: LoopSettings, epoch: int = 0, index: int = 0
 ) -> Iterator[tuple[int, int, list[list[list[int]]]]]:
     """Endless (epoch, step index in epoch, [micro-batch of rows]) from a data position onwards.
@@ -49,7 +46,7 @@ def _positioned_groups(
     while True:
         order = list(rows)
         random.Random(settings.seed + epoch).shuffle(order)
-        micro = _micro_batches(order, settings.batch_size)
+        micro = micro_batches(order, settings.batch_size)
         starts = range(0, len(micro), settings.grad_accum)
         for position, start in enumerate(starts):
             if position >= index:
@@ -57,25 +54,20 @@ def _positioned_groups(
         epoch, index = epoch + 1, 0
 
 
-def _step_groups(rows: list[list[int]], settings: LoopSettings) -> Iterator[tuple[int, list[list[list[int]]]]]:
-    """Endless (epoch, [micro-batch of rows]) groups; the rows are reshuffled each epoch with seed + epoch."""
-    for epoch, _, group in _positioned_groups(rows, settings):
-        yield epoch, group
-
-
-def _collate(
-    method: Method, samples: list[RenderedSample], micro: list[list[int]], settings: LoopSettings
-) -> list[dict[str, torch.Tensor]]:
+def collate_rows(
+    objective: Objective, samples: list[RenderedSample], micro: list[list[int]], settings: LoopSettings
+) -> list[Batch]:
     """Forward-pass inputs of one micro-batch: one packed row per pack, or one padded batch of samples."""
     if settings.packing:
-        return [method.collate([samples[i] for i in row], True, settings.pad_id) for row in micro]
-    return [method.collate([samples[i] for row in micro for i in row], False, settings.pad_id)]
+        return [objective.collate([samples[i] for i in row], True, settings.pad_id) for row in micro]
+    return [objective.collate([samples[i] for row in micro for i in row], False, settings.pad_id)]
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch's tensors moved to `device`."""
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def _token_total(samples: list[RenderedSample], group: list[list[list[int]]]) -> int:
+def token_total(samples: list[RenderedSample], group: list[list[list[int]]]) -> int:
     """Tokens of the samples in `group`, padding excluded."""
     return sum(len(samples[i].input_ids) for micro in group for row in micro for i in row)

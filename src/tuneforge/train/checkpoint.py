@@ -28,9 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tuneforge.errors import UserError
+from tuneforge.models.rundir import RunLayout, read_status
 
 __all__ = [
-    "CHECKPOINTS",
     "CheckpointStore",
     "capture_rng",
     "check_compatible",
@@ -46,7 +46,6 @@ __all__ = [
     "trainable_state",
 ]
 
-CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
 TENSORS_FILE = "training_state.pt"
@@ -226,23 +225,12 @@ def _samples_digest(samples: list[Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_fingerprints(config: Any, train: list[Any], val: list[Any]) -> dict[str, str]:
-    """Short hashes of everything a resumed run must share with the run that wrote the checkpoint."""
-    t = config.train
-    values: dict[str, Any] = {
-        "model.name_or_path": config.model.name_or_path,
-        "method": config.method.model_dump(mode="json"),
-        "adapter": config.adapter.model_dump(mode="json"),
-        "data.packing": config.data.packing,
-        "train.batch_size": t.batch_size,
-        "train.grad_accum": t.grad_accum,
-        "train.seed": t.seed,
-        "train.optimizer": t.optimizer,
-        "train.learning_rate": t.learning_rate,
-        "train.weight_decay": t.weight_decay,
-        "train.layer_lr_decay": t.layer_lr_decay,
-    }
-    fingerprints = {key: _digest(value) for key, value in values.items()}
+def run_fingerprints(guarded: dict[str, Any], train: list[Any], val: list[Any]) -> dict[str, str]:
+    """Short hashes of everything a resumed run must share with the run that wrote the checkpoint.
+
+    `guarded` maps dotted config keys to their values (see tuneforge.train.settings.resume_guard).
+    """
+    fingerprints = {key: _digest(value) for key, value in guarded.items()}
     fingerprints["data"] = f"{_samples_digest(train)}:{_samples_digest(val)}"
     return fingerprints
 
@@ -277,7 +265,7 @@ def _explicit_checkpoint(value: str, base_dir: Path | None) -> Path:
     for path in candidates:
         if (path / STATE_FILE).is_file():
             return path
-        newest = list_checkpoints(path / CHECKPOINTS)
+        newest = list_checkpoints(RunLayout(path).checkpoints)
         if newest:
             return newest[-1]
     raise UserError(
@@ -286,22 +274,19 @@ def _explicit_checkpoint(value: str, base_dir: Path | None) -> Path:
     )
 
 
-def resume_point(config: Any, base_dir: Path | None = None) -> Path | None:
+def resume_point(run_dir: Path, resume: str | bool, overwrite: bool, base_dir: Path | None = None) -> Path | None:
     """The checkpoint a run continues from (None: start afresh), after checking that the run directory allows it.
 
-    Without train.resume, a run directory holding checkpoints of an unfinished run is refused unless
-    output.overwrite (which deletes them); resuming a finished run is refused.
+    `resume` and `overwrite` are train.resume and output.overwrite. Without resume, a run directory holding
+    checkpoints of an unfinished run is refused unless overwrite (which deletes them); resuming a finished run
+    is refused.
     """
-    from tuneforge.train.artifacts import read_status
-
-    run_dir = Path(config.output.dir)
-    root = run_dir / CHECKPOINTS
+    root = RunLayout(run_dir).checkpoints
     status = read_status(run_dir)
-    resume = config.train.resume
     if resume is False:
         existing = list_checkpoints(root)
         if existing and status.get("status") != "finished":
-            if not config.output.overwrite:
+            if not overwrite:
                 raise UserError(
                     f"{run_dir} holds checkpoints of an unfinished run (newest: {existing[-1].name}); add --resume "
                     "(or train.resume=auto) to continue it, or set output.overwrite=true to start afresh"

@@ -7,60 +7,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuneforge.models.rundir import RunLayout
+from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog
-from tuneforge.train.checkpoint import (
-    CHECKPOINTS,
-    CheckpointStore,
-    check_compatible,
-    read_trainer_state,
-    resume_point,
-    run_fingerprints,
-)
-from tuneforge.train.loop import LoopContext, LoopResult
-from tuneforge.train.progress import console
-from tuneforge.train.reporters import Reporter
+from tuneforge.train.checkpoint import CheckpointStore, check_compatible, read_trainer_state, resume_point
+from tuneforge.train.loop import LoopResult
 from tuneforge.train.verdict import diagnose
 
-__all__ = ["describe_outcome", "loop_context", "outcome_summary", "start_point", "write_outcome_section"]
+__all__ = ["checkpoint_store", "describe_outcome", "outcome_summary", "start_point", "write_outcome_section"]
 
 
-def start_point(config: Any, base_dir: Path | None) -> Path | None:
-    """The checkpoint to resume from (None: afresh), announced; refuses run directories that do not allow it."""
-    path = resume_point(config, base_dir)
+def start_point(run_dir: Path, resume: str | bool, overwrite: bool, base_dir: Path | None) -> Path | None:
+    """The checkpoint to resume from (None: afresh), announced; refuses run directories that do not allow it.
+
+    `resume` and `overwrite` are train.resume and output.overwrite.
+    """
+    path = resume_point(run_dir, resume, overwrite, base_dir)
     if path is not None:
         console.print(f"resuming from {path} (step {read_trainer_state(path)['step']})")
-    elif config.train.resume is not False:
-        console.print(f"[yellow]no checkpoint under {Path(config.output.dir) / CHECKPOINTS}: starting afresh[/]")
+    elif resume is not False:
+        console.print(f"[yellow]no checkpoint under {RunLayout(run_dir).checkpoints}: starting afresh[/]")
     return path
 
 
-def loop_context(
-    config: Any,
+def checkpoint_store(
     run_dir: Path,
-    data: tuple[list[Any], list[Any]],
+    every: int | None,
+    keep: int | None,
+    fingerprints: dict[str, str],
     resume: Path | None,
     force: bool,
-    extras: tuple[Any, list[Reporter], Any],
-) -> LoopContext:
-    """Checkpoint store, resume point (checked against the current config), reporters and adapter groups.
+) -> CheckpointStore:
+    """Where and when the run checkpoints (train.save_steps, train.save_total_limit), stamped with `fingerprints`.
 
-    `extras` is (on_eval callback, reporters, adapter spec).
+    When resuming, the checkpoint's fingerprints are checked against these first: a changed model, data, method,
+    adapter or batch layout is an error unless `force`.
     """
-    on_eval, reporters, adapter = extras
-    t = config.train
-    fingerprints = run_fingerprints(config, *data)
     if resume is not None:
         changed = check_compatible(read_trainer_state(resume).get("fingerprints", {}), fingerprints, resume, force)
         if changed:
             console.print(f"[yellow]--force: resuming although {', '.join(changed)} changed[/]")
-    store = CheckpointStore(run_dir / CHECKPOINTS, t.save_steps, t.save_total_limit, fingerprints)
-    return LoopContext(
-        on_eval=on_eval,
-        checkpoints=store,
-        resume=resume,
-        reporters=reporters,
-        parameter_groups=getattr(adapter, "parameter_groups", None),
-    )
+    return CheckpointStore(RunLayout(run_dir).checkpoints, every, keep, fingerprints)
 
 
 def outcome_summary(result: LoopResult, metrics: MetricsLog) -> dict[str, Any]:
@@ -93,7 +80,7 @@ def describe_outcome(summary: dict[str, Any]) -> list[str]:
 
 def write_outcome_section(run_dir: Path, summary: dict[str, Any]) -> None:
     """Add a 'Training outcome' section to the run's README.md."""
-    card = run_dir / "README.md"
+    card = RunLayout(run_dir).model_card
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
     section = "\n".join(["## Training outcome", "", *describe_outcome(summary), ""])
     card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")

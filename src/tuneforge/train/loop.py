@@ -14,13 +14,9 @@ current step, saves a checkpoint and raises TrainingInterrupted.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,16 +25,9 @@ import torch
 
 from tuneforge.data.render import RenderedSample
 from tuneforge.errors import UserError
-from tuneforge.methods.base import Method
-from tuneforge.train.batches import (
-    _collate,
-    _micro_batches,
-    _positioned_groups,
-    _to_device,
-    _token_total,
-    plan_steps,
-    training_rows,
-)
+from tuneforge.methods.base import Objective
+from tuneforge.progress import progress_bar
+from tuneforge.train.batches import collate_rows, plan_steps, step_groups, to_device, token_total, training_rows
 from tuneforge.train.callbacks import MetricsLog, check_finite
 from tuneforge.train.checkpoint import (
     CheckpointStore,
@@ -49,67 +38,12 @@ from tuneforge.train.checkpoint import (
     restore_rng,
     trainable_state,
 )
-from tuneforge.train.optim import (
-    ParameterGroupsHook,
-    build_optimizer,
-    build_scheduler,
-    parameter_groups,
-    warmup_steps,
-)
-from tuneforge.train.precision import (
-    Amp,
-    Precision,
-    compute_precision,
-    enable_gradient_checkpointing,
-    model_device,
-    resolve_gradient_checkpointing,
-    resolve_precision,
-    upcast_trainable,
-)
-from tuneforge.train.progress import progress_bar
+from tuneforge.train.optim import ParameterGroupsHook, build_optimizer, build_scheduler, parameter_groups, warmup_steps
+from tuneforge.train.precision import model_device
+from tuneforge.train.settings import LoopSettings
+from tuneforge.train.step import evaluate, optimizer_step, prepare_model, stop_requests
 
-__all__ = [
-    "LoopContext",
-    "LoopResult",
-    "LoopSettings",
-    "TrainingInterrupted",
-    "build_scheduler",
-    "evaluate_loss",
-    "plan_steps",
-    "train_loop",
-    "training_rows",
-]
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Everything the loop needs, as plain values (built from the train and data config sections).
-
-    `cutoff_len` is the capacity of a pack in tokens when `packing` is on. `warmup_steps`, when set, wins over
-    `warmup_ratio`. `dtype` and `gradient_checkpointing` are the raw config values, resolved for the model's device.
-    """
-
-    learning_rate: float
-    epochs: float
-    max_steps: int
-    batch_size: int
-    grad_accum: int
-    max_grad_norm: float
-    scheduler: str
-    warmup_ratio: float
-    weight_decay: float
-    seed: int
-    eval_steps: int | None
-    logging_steps: int
-    packing: bool
-    pad_id: int
-    cutoff_len: int = 512
-    optimizer: str = "adamw"
-    warmup_steps: int | None = None
-    layer_lr_decay: float = 1.0
-    dtype: str = "auto"
-    gradient_checkpointing: str | bool = False
-    early_stopping_patience: int | None = None
+__all__ = ["LoopContext", "LoopResult", "TrainingInterrupted", "train_loop"]
 
 
 @dataclass
@@ -171,105 +105,19 @@ class LoopState:
     last_val_loss: float | None = None
 
 
-@torch.no_grad()
-def evaluate_loss(
-    model: Any,
-    method: Method,
-    samples: list[RenderedSample],
-    settings: LoopSettings,
-    precision: Precision | None = None,
-) -> float | None:
-    """Mean loss per supervised token over `samples` (None when there are none)."""
-    if not samples:
-        return None
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    total, tokens = 0.0, 0
-    for micro in _micro_batches(training_rows(samples, settings), settings.batch_size):
-        for batch in _collate(method, samples, micro, settings):
-            with precision.autocast() if precision is not None else contextlib.nullcontext():
-                total += float(method.loss_sum(model, _to_device(batch, device)))
-            tokens += method.token_count(batch)
-    model.train(was_training)
-    return total / max(tokens, 1)
-
-
-def _optimizer_step(
-    model: Any,
-    method: Method,
-    batches: list[dict[str, torch.Tensor]],
-    settings: LoopSettings,
-    step: int,
-    amp: Amp | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> tuple[float, float]:
-    """Forward/backward every micro-batch, normalised by the step's total supervised tokens; returns (loss, norm).
-
-    With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
-    scaler, which skips that update.
-    """
-    amp = amp or Amp(Precision("fp32", "cpu"))
-    tokens = sum(method.token_count(b) for b in batches)
-    loss_total = 0.0
-    for batch in batches:
-        with amp.precision.autocast():
-            loss = method.loss_sum(model, batch) / max(tokens, 1)
-        amp.backward(loss)
-        loss_total += float(loss.detach())
-    check_finite(loss_total, "training loss", step)
-    if optimizer is not None:
-        amp.unscale(optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if amp.scaler is None:
-        check_finite(norm, "gradient norm", step)
-    return loss_total, norm
-
-
-@contextmanager
-def _stop_requests() -> Iterator[Callable[[], bool]]:
-    """Yield `requested()`: the first Ctrl-C (SIGINT) only sets it; a second one interrupts at once."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield requested.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _prepare_model(model: Any, settings: LoopSettings) -> Amp:
-    """float32 master weights, gradient checkpointing if asked, and the step's autocast / loss scaling."""
-    precision = compute_precision(resolve_precision(settings.dtype, model_device(model)), model)
-    upcast_trainable(model)
-    if resolve_gradient_checkpointing(settings.gradient_checkpointing, model):
-        enable_gradient_checkpointing(model)
-    return Amp.create(precision)
-
-
 class _Trainer:
     """One training run over prepared samples; `run()` trains the model in place."""
 
     def __init__(
         self,
         model: Any,
-        method: Method,
+        objective: Objective,
         data: tuple[list[RenderedSample], list[RenderedSample]],
         settings: LoopSettings,
         log: MetricsLog,
         context: LoopContext,
     ) -> None:
-        self.model, self.method, self.settings, self.log, self.context = model, method, settings, log, context
+        self.model, self.objective, self.settings, self.log, self.context = model, objective, settings, log, context
         self.train, self.val = data
         if settings.early_stopping_patience and not self.val:
             raise UserError(
@@ -278,7 +126,7 @@ class _Trainer:
         self.rows = training_rows(self.train, settings)
         self.per_epoch, self.total = plan_steps(len(self.rows), settings)
         self.eval_every = settings.eval_steps or max(1, self.total // 5)
-        self.amp = _prepare_model(model, settings)
+        self.amp = prepare_model(model, settings)
         self.device = model_device(model)
         groups = parameter_groups(
             model, settings.learning_rate, settings.weight_decay, settings.layer_lr_decay, context.parameter_groups
@@ -346,19 +194,20 @@ class _Trainer:
         """One optimizer step over `group`; returns its metrics record."""
         started = time.perf_counter()
         batches = [
-            _to_device(batch, self.device)
+            to_device(batch, self.device)
             for micro in group
-            for batch in _collate(self.method, self.train, micro, self.settings)
+            for batch in collate_rows(self.objective, self.train, micro, self.settings)
         ]
         step = self.state.step + 1
-        loss, norm = _optimizer_step(self.model, self.method, batches, self.settings, step, self.amp, self.optimizer)
+        result = optimizer_step(self.model, self.objective, batches, self.settings, step, self.amp, self.optimizer)
+        loss, norm = result.loss, result.grad_norm
         lr = self.scheduler.get_last_lr()[0]
         self.amp.step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         s = self.state
         s.train_seconds += time.perf_counter() - started
-        s.seen_tokens += _token_total(self.train, group)
+        s.seen_tokens += token_total(self.train, group)
         s.step, s.last_loss = step, loss
         return {
             "step": step,
@@ -367,21 +216,27 @@ class _Trainer:
             "lr": lr,
             "grad_norm": norm if math.isfinite(norm) else None,
             "tokens_per_s": s.seen_tokens / max(s.train_seconds, 1e-9),
+            **result.metrics,
         }
 
-    def _evaluate(self) -> tuple[float | None, bool]:
-        """Validation loss now, and whether it is the best so far (updates the early-stopping counters)."""
+    def _evaluate(self, record: dict[str, Any]) -> bool:
+        """Validation loss (and the method's metrics) into `record`; True when it is the best so far.
+
+        Updates the early-stopping counters.
+        """
         s = self.state
-        val_loss = evaluate_loss(self.model, self.method, self.val, self.settings, self.amp.precision)
-        s.last_val_loss = val_loss
-        if val_loss is None:
-            return None, False
-        check_finite(val_loss, "validation loss", s.step)
+        evaluation = evaluate(self.model, self.objective, self.val, self.settings, self.amp.precision)
+        val_loss = s.last_val_loss = evaluation.loss if evaluation is not None else None
+        record["val_loss"] = val_loss
+        if evaluation is None:
+            return False
+        record.update({f"val_{name}": value for name, value in evaluation.metrics.items()})
+        check_finite(evaluation.loss, "validation loss", s.step)
         if s.best_val_loss is None or val_loss < s.best_val_loss:
             s.best_step, s.best_val_loss, s.evals_since_best = s.step, val_loss, 0
-            return val_loss, True
+            return True
         s.evals_since_best += 1
-        return val_loss, False
+        return False
 
     def _due_for_eval(self, step: int) -> bool:
         return step % self.eval_every == 0 or step % self.per_epoch == 0 or step == self.total
@@ -395,7 +250,7 @@ class _Trainer:
         step = record["step"]
         evaluated = improved = False
         if self._due_for_eval(step):
-            record["val_loss"], improved = self._evaluate()
+            improved = self._evaluate(record)
             evaluated = True
         if step % self.settings.logging_steps == 0 or evaluated:
             self.log.write(**record)
@@ -451,9 +306,9 @@ class _Trainer:
         """Train from the current state to the last step, early stopping or Ctrl-C."""
         self.model.train()
         s = self.state
-        groups = _positioned_groups(self.rows, self.settings, s.epoch, s.index)
+        groups = step_groups(self.rows, self.settings, s.epoch, s.index)
         stopped_early = False
-        with _stop_requests() as stop_requested, progress_bar("training", self.total, completed=s.step) as advance:
+        with stop_requests() as stop_requested, progress_bar("training", self.total, completed=s.step) as advance:
             while s.step < self.total:
                 epoch, index, group = next(groups)
                 record = self._train_step(group)
@@ -482,19 +337,15 @@ class _Trainer:
 
 def train_loop(
     model: Any,
-    method: Method,
+    objective: Objective,
     train: list[RenderedSample],
     val: list[RenderedSample],
     settings: LoopSettings,
     log: MetricsLog,
-    on_eval: Callable[[], None] | None = None,
     context: LoopContext | None = None,
 ) -> LoopResult:
     """Train `model` in place; metrics go to `log`; `context` adds checkpoints, resume, reporters, adapter groups."""
-    context = context or LoopContext()
-    if on_eval is not None:
-        context.on_eval = on_eval
-    trainer = _Trainer(model, method, (train, val), settings, log, context)
-    if context.resume is not None:
+    trainer = _Trainer(model, objective, (train, val), settings, log, context or LoopContext())
+    if context is not None and context.resume is not None:
         trainer.resume(context.resume)
     return trainer.run()

@@ -20,6 +20,7 @@ from tuneforge.errors import UserError
 
 __all__ = [
     "OPTIMIZERS",
+    "SCHEDULERS",
     "ParameterGroupsHook",
     "build_optimizer",
     "build_scheduler",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad", "adafactor")
+SCHEDULERS = ("cosine", "linear", "constant")
 
 ParameterGroupsHook = Callable[[Any, list[torch.nn.Parameter], float, float], "list[dict[str, Any]] | None"]
 """An adapter's own groups: (model, trainable params, learning_rate, weight_decay) → groups or None."""
@@ -133,6 +135,8 @@ def warmup_steps(total: int, ratio: float, steps: int | None) -> int:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
     """Linear warm-up for `warmup` steps, then cosine / linear decay to 0, or constant."""
+    if kind not in SCHEDULERS:
+        raise UserError(f"train.scheduler: unknown schedule {kind!r}; use one of {', '.join(SCHEDULERS)}")
 
     def factor(step: int) -> float:
         if step < warmup:

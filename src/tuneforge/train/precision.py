@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from tuneforge.errors import UserError
+from tuneforge.models.adapters import adapter_of, adapter_params_of
 
 __all__ = [
+    "TRAIN_DTYPES",
     "Amp",
     "Precision",
     "compute_precision",
@@ -31,6 +33,7 @@ __all__ = [
 
 LARGE_MODEL_PARAMS = 1_000_000_000
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TRAIN_DTYPES = ("auto", "fp32", *_AUTOCAST)  # train.dtype
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,9 @@ def resolve_gradient_checkpointing(setting: str | bool, model: Any) -> bool:
     """`train.gradient_checkpointing`: auto = on for models over 1B parameters on CUDA."""
     if setting != "auto":
         return bool(setting)
-    if str(getattr(getattr(model, "active_peft_config", None), "peft_type", "")).endswith("PREFIX_TUNING"):
-        return False  # the prefix lives in the attention cache, which checkpointing turns off
+    adapter = adapter_of(model)
+    if adapter is not None and not adapter.gradient_checkpointing:
+        return False
     if model_device(model).type != "cuda":
         return False
     return sum(p.numel() for p in model.parameters()) > LARGE_MODEL_PARAMS
@@ -133,11 +137,12 @@ def resolve_gradient_checkpointing(setting: str | bool, model: Any) -> bool:
 def enable_gradient_checkpointing(model: Any) -> None:
     """Non-reentrant activation checkpointing; inputs require grad so frozen embeddings (PEFT) still backprop."""
     kwargs = {"use_reentrant": False}
-    peft_type = str(getattr(getattr(model, "active_peft_config", None), "peft_type", ""))
-    if peft_type.endswith("PREFIX_TUNING"):
+    adapter, params = adapter_of(model), adapter_params_of(model)
+    if adapter is not None and not adapter.gradient_checkpointing:
+        name = params.name if params is not None else "this"
         raise UserError(
-            "train.gradient_checkpointing cannot be used with the prefix adapter (its prefix lives in the attention "
-            "cache, which checkpointing turns off); set train.gradient_checkpointing: false"
+            f"train.gradient_checkpointing cannot be used with the {name} adapter (it keeps its virtual tokens in "
+            "the attention cache, which checkpointing turns off); set train.gradient_checkpointing: false"
         )
     if hasattr(model, "activation_checkpointing_enable"):  # the newer name of the same switch
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from tuneforge.errors import UserError
 
-__all__ = ["Reporter", "check_reporters", "close_reporters", "open_reporters"]
+__all__ = ["REPORTERS", "Reporter", "check_reporters", "close_reporters", "open_reporters"]
 
 # tracker → (module to import, pip package)
 _REQUIRES = {
@@ -19,6 +19,7 @@ _REQUIRES = {
     "wandb": ("wandb", "wandb"),
     "mlflow": ("mlflow", "mlflow"),
 }
+REPORTERS = tuple(_REQUIRES)
 
 
 class Reporter(Protocol):

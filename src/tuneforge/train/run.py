@@ -2,45 +2,56 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from tuneforge.config.schema import RunConfig
-from tuneforge.data.build import build_dataset, data_cache_dir
+from tuneforge.data.build import build_dataset
 from tuneforge.data.quality import DataReport
-from tuneforge.data.replay import replay_conversations
 from tuneforge.data.templates import ensure_chat_template
-from tuneforge.errors import UserError
-from tuneforge.eval.session import base_answers, finish_comparison
-from tuneforge.methods import METHODS
+from tuneforge.methods import METHODS, Method, MethodModels
 from tuneforge.models.adapters import ADAPTERS, describe_trainable
-from tuneforge.models.load import load_model
-from tuneforge.models.zoo import tuneforge_home
-from tuneforge.train.artifacts import prepare_run_dir, save_model, write_model_card, write_status
+from tuneforge.models.load import LoadedModel, load_model
+from tuneforge.models.rundir import RunLayout, prepare_run_dir, save_model, write_model_card, write_status
+from tuneforge.paths import data_cache_dir, replay_cache_dir
+from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog, plot_losses
-from tuneforge.train.lifecycle import loop_context, outcome_summary, start_point, write_outcome_section
-from tuneforge.train.loop import LoopResult, LoopSettings, train_loop
+from tuneforge.train.checkpoint import run_fingerprints
+from tuneforge.train.lifecycle import checkpoint_store, outcome_summary, start_point, write_outcome_section
+from tuneforge.train.loop import LoopContext, LoopResult, train_loop
 from tuneforge.train.precision import make_deterministic, seed_everything
-from tuneforge.train.progress import console
+from tuneforge.train.replay import replay_conversations
 from tuneforge.train.reporters import check_reporters, close_reporters, open_reporters
+from tuneforge.train.settings import LoopSettings, resume_guard
 
-__all__ = ["RunOutcome", "run_training"]
+__all__ = ["RunHook", "RunOutcome", "extra_models", "run_training"]
 
 log = logging.getLogger(__name__)
 
 
+class RunHook(Protocol):
+    """Work done with the models around training (e.g. the before/after comparison of tuneforge.eval)."""
+
+    def before_training(self, model: Any, tokenizer: Any) -> None:
+        """Called with the base model, after the data is ready and before the adapter is applied."""
+
+    def after_training(self, model: Any, tokenizer: Any, layout: RunLayout) -> dict[str, Any] | None:
+        """Called with the trained model once it is saved; what it returns is kept in RunOutcome.reports."""
+
+
 @dataclass
 class RunOutcome:
-    """Where the run went and how it ended."""
+    """Where the run went, how it ended, and what the hooks reported."""
 
     run_dir: Path
     result: LoopResult
-    comparison: dict[str, Any] | None
+    reports: list[dict[str, Any]]
 
 
 def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
@@ -59,38 +70,7 @@ def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
     config.data.train = resolved
 
 
-def _seed_everything(seed: int) -> None:
-    seed_everything(seed)
-
-
-def _loop_settings(config: RunConfig, pad_id: int) -> LoopSettings:
-    t = config.train
-    return LoopSettings(
-        learning_rate=t.learning_rate,
-        epochs=t.epochs,
-        max_steps=t.max_steps,
-        batch_size=t.batch_size,
-        grad_accum=t.grad_accum,
-        max_grad_norm=t.max_grad_norm,
-        scheduler=t.scheduler,
-        warmup_ratio=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        seed=t.seed,
-        eval_steps=t.eval_steps,
-        logging_steps=t.logging_steps,
-        packing=config.data.packing and ADAPTERS.get(config.adapter.name).supports_packing,
-        cutoff_len=config.data.cutoff_len,
-        pad_id=pad_id,
-        optimizer=t.optimizer,
-        warmup_steps=t.warmup_steps,
-        layer_lr_decay=t.layer_lr_decay,
-        dtype=t.dtype,
-        gradient_checkpointing=t.gradient_checkpointing,
-        early_stopping_patience=t.early_stopping_patience,
-    )
-
-
-def _load_data(config: RunConfig, loaded: Any, base_dir: Path | None) -> tuple[list, list, DataReport]:
+def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | None) -> tuple[list, list, DataReport]:
     d = config.data
     ensure_chat_template(loaded.tokenizer, d.template)
     extra = []
@@ -104,14 +84,14 @@ def _load_data(config: RunConfig, loaded: Any, base_dir: Path | None) -> tuple[l
             d.replay.max_new_tokens,
             d.replay.limit,
             replay_report,
-            tuneforge_home() / "replay",
+            replay_cache_dir(),
             base_dir,
         )
     prepared, cached = build_dataset(d, loaded.tokenizer, config.train.seed, base_dir, extra, data_cache_dir())
     report = prepared.report
     if d.replay is not None:
         report.merge_drops(replay_report)
-    _check_kinds(prepared.train, config.method.name)
+    method.check_data(config.method.name, {s.kind for s in prepared.train})
     reused = " (tokenised data reused from the cache)" if cached else ""
     console.print(f"data: {report.summary()}; {len(prepared.train)} train / {len(prepared.val)} validation{reused}")
     for note in report.notes:
@@ -123,24 +103,26 @@ def _load_data(config: RunConfig, loaded: Any, base_dir: Path | None) -> tuple[l
     return prepared.train, prepared.val, report
 
 
-_METHOD_KINDS = {"sft": {"chat", "text"}}
+def extra_models(method: Method, config: RunConfig, loaded: LoadedModel) -> MethodModels:
+    """The extra models `method` needs (reference, reward, teacher), frozen: copies of the base or loaded."""
+    models = MethodModels()
+    for role, source in (method.needs(config) if method.needs is not None else {}).items():
+        if source is None:
+            model = copy.deepcopy(loaded.model)
+        else:
+            m = config.model
+            model = load_model(source, m.dtype, m.attn_implementation, m.trust_remote_code).model
+        setattr(models, role, model.eval().requires_grad_(False))
+    return models
 
 
-def _check_kinds(samples: list, method: str) -> None:
-    """Refuse data the method cannot learn from (e.g. preference pairs for plain SFT)."""
-    kinds = {s.kind for s in samples}
-    wrong = kinds - _METHOD_KINDS.get(method, kinds)
-    if wrong:
-        raise UserError(
-            f"method {method!r} trains on conversations and raw text, but the data holds {', '.join(sorted(wrong))} "
-            "samples (chosen/rejected pairs or KTO labels); use conversation data, or a method built for them"
-        )
-
-
-def run_training(config: RunConfig, base_dir: Path | None = None, force: bool = False) -> RunOutcome:
+def run_training(
+    config: RunConfig, base_dir: Path | None = None, force: bool = False, hooks: tuple[RunHook, ...] = ()
+) -> RunOutcome:
     """Run one training job as configured; everything it produces goes to config.output.dir.
 
     With train.resume it continues from a checkpoint; `force` resumes even when guarded config keys changed.
+    `hooks` run with the base model before training and with the trained model at the end.
     """
     started = time.perf_counter()
     _absolute_paths(config, base_dir)
@@ -148,43 +130,48 @@ def run_training(config: RunConfig, base_dir: Path | None = None, force: bool = 
         torch.set_num_threads(config.train.num_threads)
     if config.train.deterministic:
         make_deterministic(config.train.seed)
-    _seed_everything(config.train.seed)
+    seed_everything(config.train.seed)
     adapter = ADAPTERS.get(config.adapter.name)
     load_kwargs = adapter.load_kwargs(config.adapter) if adapter.load_kwargs else {}  # fails early (QLoRA, no GPU)
     method = METHODS.get(config.method.name)
+    method.check_config(config)
     check_reporters(config.train.report_to)
-    resume = start_point(config, base_dir)
+    run_dir = Path(config.output.dir)
+    resume = start_point(run_dir, config.train.resume, config.output.overwrite, base_dir)
     run_dir = prepare_run_dir(config)
+    layout = RunLayout(run_dir)
     reporters: list[Any] = []
     try:
         reporters = open_reporters(config.train.report_to, run_dir, config.model_dump(mode="json"))
         console.print(f"loading model {config.model.name_or_path}")
         m = config.model
         loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code, load_kwargs)
-        train, val, report = _load_data(config, loaded, base_dir)
-        (run_dir / "data_report.txt").write_text(report.full_text(), encoding="utf-8")
+        train, val, report = _load_data(config, method, loaded, base_dir)
+        layout.data_report.write_text(report.full_text(), encoding="utf-8")
+        for hook in hooks:
+            hook.before_training(loaded.model, loaded.tokenizer)
+        objective = method.bind(config.method, extra_models(method, config, loaded))
 
-        before = base_answers(loaded.model, loaded.tokenizer, config.eval, config.data.variables, base_dir)
-
-        _seed_everything(config.train.seed)
-        model = adapter.apply(loaded.model, config.adapter)
+        seed_everything(config.train.seed)
+        model = adapter.attach(loaded.model, config.adapter)
         trainable = describe_trainable(model)
         console.print(f"adapter {config.adapter.name}: {trainable}")
         if "packing" in config.data.model_fields_set and config.data.packing and not adapter.supports_packing:
             console.print(f"note: adapter {config.adapter.name} trains on padded batches (data.packing is ignored)")
 
-        metrics = MetricsLog(run_dir / "metrics.jsonl")
-        plot = lambda: plot_losses(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method.name}")  # noqa: E731
-        settings = _loop_settings(config, loaded.tokenizer.pad_token_id)
-        context = loop_context(config, run_dir, (train, val), resume, force, (plot, reporters, adapter))
-        result = train_loop(model, method, train, val, settings, metrics, context=context)
+        metrics = MetricsLog(layout.metrics)
+        plot = lambda: plot_losses(metrics, layout.loss_plot, f"{run_dir.name}: {config.method.name}")  # noqa: E731
+        packing = config.data.packing and adapter.supports_packing
+        settings = LoopSettings.from_config(config, packing, loaded.tokenizer.pad_token_id)
+        fingerprints = run_fingerprints(resume_guard(config), train, val)
+        t = config.train
+        store = checkpoint_store(run_dir, t.save_steps, t.save_total_limit, fingerprints, resume, force)
+        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups)
+        result = train_loop(model, objective, train, val, settings, metrics, context)
         plot()
         model.eval()
-        save_model(model, loaded.tokenizer, run_dir / "model")
-
-        comparison = None
-        if before is not None:
-            comparison = finish_comparison(model, loaded.tokenizer, before, config.eval, run_dir / "eval")
+        save_model(model, loaded.tokenizer, layout.model)
+        reports = [r for hook in hooks if (r := hook.after_training(model, loaded.tokenizer, layout)) is not None]
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         write_status(run_dir, state, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -207,4 +194,4 @@ def run_training(config: RunConfig, base_dir: Path | None = None, force: bool = 
     write_model_card(run_dir, config, summary)
     write_outcome_section(run_dir, summary)
     write_status(run_dir, "finished", **{k: v for k, v in summary.items() if k != "trainable"})
-    return RunOutcome(run_dir, result, comparison)
+    return RunOutcome(run_dir, result, reports)

@@ -1,20 +1,26 @@
-"""Adapter methods, picked by `adapter.name`. Each module registers an AdapterSpec."""
+"""Adapter methods, picked by `adapter.name`. Each module registers an AdapterSpec (see `register_adapter`)."""
 
-from tuneforge.models.adapters import (  # noqa: E402,F401  (registration side effects)
-    bottleneck,
-    freeze,
-    full,
-    ia3,
-    lora,
-    prompt_learning,
-    qlora,
-)
 from tuneforge.models.adapters.base import (
     ADAPTERS,
     AdapterSpec,
+    adapter_of,
     adapter_params_of,
     count_parameters,
     describe_trainable,
+    prepended_tokens,
+    spec_for_peft_type,
 )
+from tuneforge.registry import import_submodules
 
-__all__ = ["ADAPTERS", "AdapterSpec", "adapter_params_of", "count_parameters", "describe_trainable"]
+__all__ = [
+    "ADAPTERS",
+    "AdapterSpec",
+    "adapter_of",
+    "adapter_params_of",
+    "count_parameters",
+    "describe_trainable",
+    "prepended_tokens",
+    "spec_for_peft_type",
+]
+
+import_submodules(__name__, __path__)  # every module registers itself

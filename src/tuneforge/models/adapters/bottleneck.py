@@ -23,10 +23,10 @@ from torch import nn
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
 from tuneforge.models.adapters.base import (
-    ADAPTERS,
     AdapterSpec,
     adapter_params_of,
     find_decoder_layers,
+    register_adapter,
     remember_adapter,
 )
 
@@ -158,12 +158,14 @@ def load_bottleneck(model: nn.Module, folder: Path) -> nn.Module:
     return model.eval()
 
 
-ADAPTERS.register("adapter")(
+register_adapter(
+    "adapter",
     AdapterSpec(
         params=BottleneckParams,
         apply=apply_bottleneck,
         saves_full_model=False,
+        mergeable=False,  # the bottleneck modules are extra layers, not a change of the base weights
         save=save_bottleneck,
         load=load_bottleneck,
-    )
+    ),
 )

@@ -9,7 +9,7 @@ from torch import nn
 
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec, find_decoder_layers
+from tuneforge.models.adapters.base import AdapterSpec, find_decoder_layers, register_adapter
 
 __all__ = ["FreezeParams", "apply_freeze"]
 
@@ -75,4 +75,4 @@ def apply_freeze(model: nn.Module, params: AdapterParams) -> nn.Module:
     return model
 
 
-ADAPTERS.register("freeze")(AdapterSpec(params=FreezeParams, apply=apply_freeze, saves_full_model=True))
+register_adapter("freeze", AdapterSpec(params=FreezeParams, apply=apply_freeze, saves_full_model=True))

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from tuneforge.config.schema import AdapterParams
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec
+from tuneforge.models.adapters.base import AdapterSpec, register_adapter
 
 __all__ = ["FullParams", "apply_full"]
 
@@ -24,4 +24,4 @@ def apply_full(model: nn.Module, params: AdapterParams) -> nn.Module:
     return model
 
 
-ADAPTERS.register("full")(AdapterSpec(params=FullParams, apply=apply_full, saves_full_model=True))
+register_adapter("full", AdapterSpec(params=FullParams, apply=apply_full, saves_full_model=True))

@@ -9,7 +9,7 @@ from torch import nn
 
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec
+from tuneforge.models.adapters.base import AdapterSpec, register_adapter
 
 __all__ = ["IA3Params", "apply_ia3"]
 
@@ -57,4 +57,4 @@ def apply_ia3(model: nn.Module, params: AdapterParams) -> nn.Module:
         raise UserError(f"adapter (ia3): {str(err).splitlines()[0]}; check adapter.target_modules") from None
 
 
-ADAPTERS.register("ia3")(AdapterSpec(params=IA3Params, apply=apply_ia3, saves_full_model=False))
+register_adapter("ia3", AdapterSpec(params=IA3Params, apply=apply_ia3, saves_full_model=False, peft_type="IA3"))

@@ -20,9 +20,9 @@ from torch import nn
 
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec, adapter_params_of, remember_adapter
+from tuneforge.models.adapters.base import AdapterSpec, adapter_params_of, register_adapter, remember_adapter
 
-__all__ = ["LoraParams", "apply_lora", "lora_config", "parameter_groups", "save_lora"]
+__all__ = ["LoraParams", "apply_lora", "lora_config", "parameter_groups", "pissa_as_lora", "save_lora"]
 
 # PiSSA by randomised SVD with 4 subspace iterations: seconds on a CPU, where a full SVD of every weight takes
 # minutes (and hours for 7B models), at practically the same start.
@@ -133,7 +133,7 @@ def parameter_groups(
     return [group for group in groups if group["params"]]
 
 
-def _pissa_as_lora(saved: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def pissa_as_lora(saved: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ΔW = BA − B₀A₀ as a rank-2r LoRA: A' = [A ; A₀], B' = [B | −B₀]; other weights unchanged."""
     converted = dict(saved)
     for name, tensor in saved.items():
@@ -149,7 +149,7 @@ def _rewrite_as_plain_lora(folder: Path, start: dict[str, torch.Tensor]) -> None
     from safetensors.torch import load_file, save_file
 
     weights = folder / "adapter_model.safetensors"
-    save_file(_pissa_as_lora(load_file(str(weights)), start), str(weights), metadata={"format": "pt"})
+    save_file(pissa_as_lora(load_file(str(weights)), start), str(weights), metadata={"format": "pt"})
     config_path = folder / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["r"] *= 2
@@ -166,12 +166,14 @@ def save_lora(model: nn.Module, folder: Path) -> None:
         _rewrite_as_plain_lora(folder, start)
 
 
-ADAPTERS.register("lora")(
+register_adapter(
+    "lora",
     AdapterSpec(
         params=LoraParams,
         apply=apply_lora,
         saves_full_model=False,
+        peft_type="LORA",
         parameter_groups=parameter_groups,
         save=save_lora,
-    )
+    ),
 )

@@ -18,7 +18,7 @@ from torch import nn
 
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec
+from tuneforge.models.adapters.base import AdapterSpec, register_adapter
 
 __all__ = ["PrefixParams", "PromptParams", "PtuningParams", "apply_prefix", "apply_prompt", "apply_ptuning"]
 
@@ -121,9 +121,20 @@ def apply_ptuning(model: nn.Module, params: AdapterParams) -> nn.Module:
     return get_peft_model(model, config)
 
 
-for _name, _params, _apply in (
-    ("prefix", PrefixParams, apply_prefix),
-    ("prompt", PromptParams, apply_prompt),
-    ("ptuning", PtuningParams, apply_ptuning),
-):
-    ADAPTERS.register(_name)(AdapterSpec(params=_params, apply=_apply, saves_full_model=False, supports_packing=False))
+def _virtual_token_spec(params: type[AdapterParams], apply: Any, where: Any, peft_type: str) -> AdapterSpec:
+    """Prompt-learning adapters: not mergeable, not batched by the server; prefix tuning lives in the cache."""
+    return AdapterSpec(
+        params=params,
+        apply=apply,
+        saves_full_model=False,
+        mergeable=False,
+        virtual_tokens=where,
+        batched_serving=False,
+        gradient_checkpointing=where != "cache",  # checkpointing turns the attention cache off
+        peft_type=peft_type,
+    )
+
+
+register_adapter("prefix", _virtual_token_spec(PrefixParams, apply_prefix, "cache", "PREFIX_TUNING"))
+register_adapter("prompt", _virtual_token_spec(PromptParams, apply_prompt, "inputs", "PROMPT_TUNING"))
+register_adapter("ptuning", _virtual_token_spec(PtuningParams, apply_ptuning, "inputs", "P_TUNING"))

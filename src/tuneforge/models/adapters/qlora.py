@@ -15,7 +15,7 @@ from torch import nn
 
 from tuneforge.config.schema import AdapterParams
 from tuneforge.errors import UserError
-from tuneforge.models.adapters.base import ADAPTERS, AdapterSpec
+from tuneforge.models.adapters.base import AdapterSpec, register_adapter
 from tuneforge.models.adapters.lora import LoraParams, apply_lora, parameter_groups, save_lora
 
 __all__ = ["QLoraParams", "apply_qlora", "quantized_load_kwargs", "require_cuda_bitsandbytes"]
@@ -77,13 +77,15 @@ def apply_qlora(model: nn.Module, params: AdapterParams) -> nn.Module:
     return apply_lora(model, params)
 
 
-ADAPTERS.register("qlora")(
+register_adapter(
+    "qlora",
     AdapterSpec(
         params=QLoraParams,
         apply=apply_qlora,
         saves_full_model=False,
+        peft_type="LORA",
         parameter_groups=parameter_groups,
         load_kwargs=quantized_load_kwargs,
         save=save_lora,
-    )
+    ),
 )

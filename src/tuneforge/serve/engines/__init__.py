@@ -1,8 +1,11 @@
-"""Generation engines behind the server: transformers (default), and vLLM or llama.cpp when installed.
+"""Generation engines behind the server (registry ENGINES): transformers (default), vLLM and llama.cpp.
 
-Only the interface is imported here; each engine module imports its own heavy packages.
+Each engine module registers an EngineSpec; vLLM and llama.cpp import their own packages only when opened.
 """
 
-from tuneforge.serve.engines.base import Engine, Job, Tokens
+from tuneforge.registry import import_submodules
+from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, Job, Tokens
 
-__all__ = ["Engine", "Job", "Tokens"]
+__all__ = ["ENGINES", "Engine", "EngineSpec", "Job", "Tokens"]
+
+import_submodules(__name__, __path__)  # every module registers itself

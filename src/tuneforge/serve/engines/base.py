@@ -7,11 +7,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tuneforge.registry import Registry
 from tuneforge.serve.text import Completion, TextStream
 
-__all__ = ["Engine", "HFTokenizerEngine", "Job", "Tokens"]
+if TYPE_CHECKING:
+    from tuneforge.serve.plan import Plan
+
+__all__ = ["ENGINES", "Engine", "EngineSpec", "HFTokenizerEngine", "Job", "Tokens"]
 
 Tokens = tuple[list[int], bool]
 """The token ids of one generated answer (no end-of-sequence token) and whether the model ended it itself."""
@@ -121,3 +125,25 @@ class HFTokenizerEngine(Engine):
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One serving engine, as `tuneforge serve --engine NAME` picks it.
+
+    Attributes:
+        help: one line for `--help`.
+        open: loads a serving plan (base model and adapters) into a ready engine; UserError when it cannot.
+        package: the importable module it needs (None: always available).
+        install: how to install that package.
+        prefers: `--engine auto` picks this engine for a base model it returns True for (when installed).
+    """
+
+    help: str
+    open: Callable[[Plan], Engine]
+    package: str | None = None
+    install: str = ""
+    prefers: Callable[[str], bool] | None = None
+
+
+ENGINES: Registry[EngineSpec] = Registry("engine")

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tuneforge.data.render import render_text
-from tuneforge.serve.engines.base import Engine, Job, Tokens
+from tuneforge.errors import UserError
+from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, Job, Tokens
+from tuneforge.serve.plan import Plan, gguf_file
 
-__all__ = ["LlamaCppEngine"]
+__all__ = ["LlamaCppEngine", "open_llamacpp"]
 
 
 class LlamaCppEngine(Engine):
@@ -62,3 +64,21 @@ class LlamaCppEngine(Engine):
             if len(tokens) >= job.max_tokens or job.cancelled.is_set() or (take is not None and not take(token)):
                 break
         return tokens, False
+
+
+def open_llamacpp(plan: Plan) -> Engine:
+    """The plan's GGUF file in llama.cpp (no adapters: merge them into a GGUF file first)."""
+    if plan.adapters:
+        raise UserError("--engine llamacpp serves no LoRA adapters: merge the adapter into a GGUF file first")
+    return LlamaCppEngine(gguf_file(plan.base))
+
+
+ENGINES.register("llamacpp")(
+    EngineSpec(
+        help="llama.cpp for .gguf files (picked by --engine auto for them when installed)",
+        open=open_llamacpp,
+        package="llama_cpp",
+        install="pip install llama-cpp-python",
+        prefers=lambda base: base.endswith(".gguf"),
+    )
+)

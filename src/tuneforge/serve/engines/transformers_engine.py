@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,10 +10,14 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tuneforge.errors import UserError
+from tuneforge.models.adapters import spec_for_peft_type
 from tuneforge.models.generate import stop_token_ids
-from tuneforge.serve.engines.base import HFTokenizerEngine, Job, Tokens
+from tuneforge.models.load import load_model
+from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, HFTokenizerEngine, Job, Tokens
+from tuneforge.serve.plan import Adapter, Plan
 
-__all__ = ["TransformersEngine"]
+__all__ = ["TransformersEngine", "attach_adapter", "open_transformers"]
 
 
 class TransformersEngine(HFTokenizerEngine):
@@ -163,3 +168,49 @@ class _TokenSink:
 
     def end(self) -> None:
         """Nothing is held back."""
+
+
+def open_transformers(plan: Plan) -> Engine:
+    """The base model loaded with transformers, every adapter of the plan attached under its own peft name."""
+    loaded = load_model(plan.base, trust_remote_code=plan.trust_remote_code)
+    context = _context_length(loaded.model.config)
+    model, names = loaded.model, {a.name: f"adapter_{i}" for i, a in enumerate(plan.adapters)}
+    for adapter in plan.adapters:
+        model = attach_adapter(model, adapter, names[adapter.name], plan.base)
+    model.eval()
+    return TransformersEngine(model, loaded.tokenizer, context, names)
+
+
+def attach_adapter(model: Any, adapter: Adapter, peft_name: str, base: str) -> Any:
+    """Load one more peft adapter into `model` (wrapping it in a PeftModel the first time)."""
+    from peft import PeftModel
+
+    peft_type = json.loads((adapter.folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    spec = spec_for_peft_type(peft_type)
+    if spec is not None and not spec.batched_serving:
+        raise UserError(
+            f"adapter {adapter.name!r} ({str(peft_type).lower()}) adds virtual tokens that this server's batched "
+            f"generation does not handle; talk to it with `tuneforge chat {adapter.folder.parent}`, or train a LoRA"
+        )
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter.folder), adapter_name=peft_name)
+            return model
+        return PeftModel.from_pretrained(model, str(adapter.folder), adapter_name=peft_name)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise UserError(f"cannot load adapter {adapter.name!r} from {adapter.folder} onto {base}: {err}") from None
+
+
+def _context_length(config: Any) -> int:
+    for key in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+ENGINES.register("transformers")(
+    EngineSpec(
+        help="transformers generate on batches, LoRA adapters switched per batch (default)", open=open_transformers
+    )
+)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneforge.serve.engines.base import HFTokenizerEngine, Job, Tokens
+from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, HFTokenizerEngine, Job, Tokens
+from tuneforge.serve.plan import Plan, model_folder
 
-__all__ = ["VllmEngine"]
+__all__ = ["VllmEngine", "open_vllm"]
 
 
 class VllmEngine(HFTokenizerEngine):
@@ -77,3 +78,19 @@ class VllmEngine(HFTokenizerEngine):
 
 def _lora_rank(folder: Path) -> int:
     return int(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16))
+
+
+def open_vllm(plan: Plan) -> Engine:
+    """The plan's base model folder in vLLM, its LoRA adapters served by name."""
+    adapters = {a.name: a.folder for a in plan.adapters}
+    return VllmEngine(model_folder(plan.base), adapters, plan.trust_remote_code)
+
+
+ENGINES.register("vllm")(
+    EngineSpec(
+        help="vLLM (Linux with an NVIDIA GPU), LoRA adapters by name",
+        open=open_vllm,
+        package="vllm",
+        install="pip install vllm (Linux with an NVIDIA GPU)",
+    )
+)

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.render import IGNORE_INDEX
+from tuneforge.models.adapters import prepended_tokens
 
-__all__ = ["causal_lm_loss_sum", "prepended_tokens", "supervised_token_count"]
+__all__ = ["causal_lm_loss_sum", "supervised_token_count"]
 
 
 def supervised_token_count(batch: dict[str, torch.Tensor]) -> int:
@@ -36,14 +37,3 @@ def causal_lm_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
         return F.cross_entropy(logits.float(), targets[0, positions], reduction="sum")
     logits = model(**inputs, use_cache=False).logits[:, virtual:]
     return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
-
-
-def prepended_tokens(model: Any) -> int:
-    """Virtual tokens a peft prompt-tuning or P-tuning model puts in front of the inputs, and so of the logits.
-
-    0 for every other model (prefix tuning puts its prefix in the attention cache, not in the sequence).
-    """
-    config = getattr(model, "active_peft_config", None)
-    if config is None or not config.is_prompt_learning or config.peft_type == "PREFIX_TUNING":
-        return 0
-    return int(config.num_virtual_tokens)

@@ -1,0 +1,149 @@
+"""One optimizer step and one validation pass, with exact token-normalised gradient accumulation.
+
+Every micro-batch's loss and metrics are sums over its units (supervised tokens for SFT, pairs for preference
+methods); a step divides them by the units of all its micro-batches, so k micro-batches give the same update as
+one batch holding all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tuneforge.data.render import RenderedSample
+from tuneforge.methods.base import Batch, Objective
+from tuneforge.train.batches import collate_rows, micro_batches, to_device, training_rows
+from tuneforge.train.callbacks import check_finite
+from tuneforge.train.precision import (
+    Amp,
+    Precision,
+    compute_precision,
+    enable_gradient_checkpointing,
+    model_device,
+    resolve_gradient_checkpointing,
+    resolve_precision,
+    upcast_trainable,
+)
+from tuneforge.train.settings import LoopSettings
+
+__all__ = ["Evaluation", "StepResult", "evaluate", "optimizer_step", "prepare_model", "stop_requests"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step measured: mean loss per unit, gradient norm, the method's mean metrics."""
+
+    loss: float
+    grad_norm: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean validation loss per unit and the method's mean metrics."""
+
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _add_metrics(totals: dict[str, float], metrics: dict[str, float], scale: float = 1.0) -> None:
+    for name, value in metrics.items():
+        totals[name] = totals.get(name, 0.0) + float(value) * scale
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any,
+    objective: Objective,
+    samples: list[RenderedSample],
+    settings: LoopSettings,
+    precision: Precision | None = None,
+) -> Evaluation | None:
+    """Mean loss (and metrics) per unit over `samples` (None when there are none)."""
+    if not samples:
+        return None
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    total, units, metrics = 0.0, 0, {}
+    for micro in micro_batches(training_rows(samples, settings), settings.batch_size):
+        for batch in collate_rows(objective, samples, micro, settings):
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                sums = objective.loss(model, to_device(batch, device))
+            total += float(sums.loss)
+            _add_metrics(metrics, sums.metrics)
+            units += objective.count(batch)
+    model.train(was_training)
+    scale = 1.0 / max(units, 1)
+    return Evaluation(total * scale, {name: value * scale for name, value in metrics.items()})
+
+
+def optimizer_step(
+    model: Any,
+    objective: Objective,
+    batches: list[Batch],
+    settings: LoopSettings,
+    step: int,
+    amp: Amp | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> StepResult:
+    """Forward/backward every micro-batch, normalised by the step's total units; clip and return what it measured.
+
+    With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
+    scaler, which skips that update. The optimizer itself is stepped by the caller.
+    """
+    amp = amp or Amp(Precision("fp32", "cpu"))
+    units = max(sum(objective.count(b) for b in batches), 1)
+    loss_total, metrics = 0.0, {}
+    for batch in batches:
+        with amp.precision.autocast():
+            sums = objective.loss(model, batch)
+            loss = sums.loss / units
+        amp.backward(loss)
+        loss_total += float(loss.detach())
+        _add_metrics(metrics, sums.metrics, 1.0 / units)
+    check_finite(loss_total, "training loss", step)
+    if optimizer is not None:
+        amp.unscale(optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if amp.scaler is None:
+        check_finite(norm, "gradient norm", step)
+    return StepResult(loss_total, norm, metrics)
+
+
+@contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """Yield `requested()`: the first Ctrl-C (SIGINT) only sets it; a second one interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def prepare_model(model: Any, settings: LoopSettings) -> Amp:
+    """float32 master weights, gradient checkpointing if asked, and the step's autocast / loss scaling."""
+    precision = compute_precision(resolve_precision(settings.dtype, model_device(model)), model)
+    upcast_trainable(model)
+    if resolve_gradient_checkpointing(settings.gradient_checkpointing, model):
+        enable_gradient_checkpointing(model)
+    return Amp.create(precision)

@@ -1,0 +1,99 @@
+"""The method contract as the loop uses it: per-method metrics, their normalisation, extra models, kinds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tuneforge.config.load import config_from_dict
+from tuneforge.data.render import IGNORE_INDEX, RenderedSample
+from tuneforge.methods import METHODS
+from tuneforge.methods.base import Batch, LossSums, MethodModels
+from tuneforge.models.hf import LoadedModel
+from tuneforge.train.callbacks import MetricsLog
+from tuneforge.train.loop import train_loop
+from tuneforge.train.run import extra_models
+from tuneforge.train.settings import LoopSettings
+
+
+def settings(**changes) -> LoopSettings:
+    values = dict(
+        learning_rate=1e-3,
+        epochs=1,
+        max_steps=3,
+        batch_size=2,
+        grad_accum=2,
+        max_grad_norm=1.0,
+        scheduler="constant",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        seed=0,
+        eval_steps=1,
+        logging_steps=1,
+        packing=False,
+        pad_id=0,
+    )
+    return LoopSettings(**{**values, **changes})
+
+
+def samples(count: int, seed: int) -> list[RenderedSample]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        ids = [rng.randrange(4, 700) for _ in range(rng.randrange(6, 14))]
+        out.append(RenderedSample(ids, [IGNORE_INDEX] * 2 + ids[2:]))
+    return out
+
+
+def test_a_methods_metrics_are_logged_as_means_per_unit(tiny_llama_dir, tmp_path):
+    """Metric sums over micro-batches are divided by the step's units: a per-unit constant stays that constant."""
+    sft = METHODS.get("sft")
+    seen: list[int] = []
+
+    def loss_with_metrics(model, batch: Batch, params, models) -> LossSums:
+        sums = sft.loss(model, batch, params, models)
+        units = sft.count(batch)
+        seen.append(units)
+        return LossSums(sums.loss, {"unit_share": float(units), "double_loss": 2 * float(sums.loss.detach())})
+
+    method = dataclasses.replace(sft, loss=loss_with_metrics, metrics=("unit_share", "double_loss"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    log = MetricsLog(tmp_path / "m.jsonl")
+    train_loop(model, method.bind(), samples(8, 1), samples(3, 2), settings(), log)
+
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert len(set(seen)) > 1  # micro-batches of different sizes: a plain mean of means would not give 1
+    for record in records:
+        assert record["unit_share"] == pytest.approx(1.0)
+        assert record["double_loss"] == pytest.approx(2 * record["loss"], rel=1e-6)
+        assert record["val_unit_share"] == pytest.approx(1.0)
+        assert record["val_double_loss"] == pytest.approx(2 * record["val_loss"], rel=1e-6)
+
+
+def test_extra_models_are_frozen_copies_of_the_base(tiny_llama_dir):
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    loaded = LoadedModel(base, None, str(tiny_llama_dir))
+    config = config_from_dict({"model": {"name_or_path": str(tiny_llama_dir)}})
+    sft = METHODS.get("sft")
+    assert extra_models(sft, config, loaded) == MethodModels()
+
+    needs_reference = dataclasses.replace(sft, needs=lambda config: {"reference": None})
+    models = extra_models(needs_reference, config, loaded)
+    reference = models.reference
+    assert reference is not base and models.reward is None and models.teacher is None
+    assert not reference.training and not any(p.requires_grad for p in reference.parameters())
+    with torch.no_grad():
+        next(base.parameters()).add_(1.0)  # training the base must not move the reference
+    assert not torch.equal(next(base.parameters()), next(reference.parameters()))
+
+    loaded_from_path = dataclasses.replace(sft, needs=lambda config: {"teacher": str(tiny_llama_dir)})
+    teacher = extra_models(loaded_from_path, config, loaded).teacher
+    assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    assert torch.equal(next(teacher.parameters()), next(fresh.parameters()))
