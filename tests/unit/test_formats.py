@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.shared_data import LLAMAFACTORY, needs_llamafactory
 from fixtures.tiny_models import write_json, write_jsonl
 from tuneforge.data import Message, load_conversations
 from tuneforge.data.catalog import DataSource, bundled_names, bundled_path, resolve_sources
@@ -15,11 +16,6 @@ from tuneforge.data.formats import FORMATS, detect_format
 from tuneforge.data.messages import RowError
 from tuneforge.data.pipeline import fill_placeholders
 from tuneforge.errors import UserError
-
-LLAMAFACTORY = Path(__file__).resolve().parents[3] / "shared" / "data" / "llamafactory"
-needs_llamafactory = pytest.mark.skipif(
-    not LLAMAFACTORY.is_dir(), reason=f"LLaMA-Factory demo data not found at {LLAMAFACTORY}"
-)
 
 
 def element_start_lines(path: Path) -> list[int]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from fixtures.shared_data import LLAMAFACTORY, needs_llamafactory
 from fixtures.tiny_models import write_json, write_jsonl
 from tuneforge.config.schema import DataSection
 from tuneforge.data.build import build_dataset, data_sources
@@ -19,10 +20,6 @@ from tuneforge.data.llamafactory import catalog_columns, load_catalog, resolve_c
 from tuneforge.data.pipeline import PreparedData
 from tuneforge.errors import UserError
 
-LLAMAFACTORY = Path(__file__).resolve().parents[3] / "shared" / "data" / "llamafactory"
-needs_llamafactory = pytest.mark.skipif(
-    not LLAMAFACTORY.is_dir(), reason=f"LLaMA-Factory demo data not found at {LLAMAFACTORY}"
-)
 INFO = LLAMAFACTORY / "dataset_info.json"
 VARIABLES = {"name": "Conch", "author": "ACME"}
 
