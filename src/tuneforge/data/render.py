@@ -55,6 +55,11 @@ class RenderedSample:
     rejected: RenderedSample | None = None
 
     @property
+    def total_tokens(self) -> int:
+        """Tokens of the sample, the rejected answer of a preference pair included."""
+        return len(self.input_ids) + (len(self.rejected.input_ids) if self.rejected is not None else 0)
+
+    @property
     def supervised_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 

@@ -28,6 +28,7 @@ __all__ = [
     "SAMPLE_KINDS",
     "Batch",
     "LossSums",
+    "Metric",
     "Method",
     "MethodModels",
     "Objective",
@@ -45,20 +46,27 @@ SAMPLE_KINDS: dict[str, str] = {
 ExtraModel = Literal["reference", "reward", "teacher"]
 
 
+Metric = float | tuple[float, float]
+
+
 class LossSums(NamedTuple):
     """A micro-batch's loss and metrics, summed (not averaged) over its units (tokens, pairs, ...).
 
-    The loop divides both by the unit count of the whole optimizer step (see `Method.count`).
+    The loop divides the loss and every plain-float metric by the unit count of the whole optimizer step (see
+    `Method.count`). A metric given as (sum, weight) is averaged by its own weights instead, e.g. the mean reward
+    of the desirable samples only: (sum of their rewards, how many there were).
     """
 
     loss: torch.Tensor
-    metrics: dict[str, float]
+    metrics: dict[str, Metric]
 
 
 @dataclass
 class MethodModels:
-    """Models a method needs besides the one being trained (None where it needs none)."""
+    """What a method's loss may use besides the model being trained: the tokenizer (to decode what a model
+    generates, e.g. for rule rewards) and the frozen extra models it asked for (None where it needs none)."""
 
+    tokenizer: Any = None
     reference: Any = None
     reward: Any = None
     teacher: Any = None
@@ -75,6 +83,7 @@ class Method:
         loss: (model, batch, params, extra models) → LossSums.
         count: batch → its units (supervised tokens, pairs, ...): the normaliser of loss and metrics.
         metrics: names of the metrics its loss reports besides the loss (logged per step and per validation).
+        packing: whether rows may be best-fit packs of several samples (its collate handles both layouts).
         needs: (config) → the extra models it needs loaded, by role (reference, reward, teacher), each with its
             source: a model tuneforge loads, or None for a frozen copy of the base model. None: no extra models.
         check: (config) → None; raises UserError for settings the method cannot work with (runs before loading).
@@ -86,6 +95,7 @@ class Method:
     loss: Callable[[Any, Batch, MethodParams, MethodModels], LossSums]
     count: Callable[[Batch], int]
     metrics: tuple[str, ...] = ()
+    packing: bool = True
     needs: Callable[[RunConfig], dict[ExtraModel, str | None]] | None = None
     check: Callable[[RunConfig], None] | None = None
 

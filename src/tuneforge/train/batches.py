@@ -20,7 +20,7 @@ def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list
     """Sample indices of each row: best-fit packs of at most `cutoff_len` tokens, or one sample per row."""
     if not settings.packing:
         return [[index] for index in range(len(samples))]
-    return best_fit_packs([len(sample.input_ids) for sample in samples], settings.cutoff_len)
+    return best_fit_packs([sample.total_tokens for sample in samples], settings.cutoff_len)
 
 
 def plan_steps(num_rows: int, settings: LoopSettings) -> tuple[int, int]:
@@ -70,4 +70,4 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 def token_total(samples: list[RenderedSample], group: list[list[list[int]]]) -> int:
     """Tokens of the samples in `group`, padding excluded."""
-    return sum(len(samples[i].input_ids) for micro in group for row in micro for i in row)
+    return sum(samples[i].total_tokens for micro in group for row in micro for i in row)

@@ -104,8 +104,9 @@ def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | 
 
 
 def extra_models(method: Method, config: RunConfig, loaded: LoadedModel) -> MethodModels:
-    """The extra models `method` needs (reference, reward, teacher), frozen: copies of the base or loaded."""
-    models = MethodModels()
+    """The tokenizer and the extra models `method` needs (reference, reward, teacher), frozen: copies of the base
+    or loaded from their source."""
+    models = MethodModels(tokenizer=loaded.tokenizer)
     for role, source in (method.needs(config) if method.needs is not None else {}).items():
         if source is None:
             model = copy.deepcopy(loaded.model)
@@ -161,7 +162,7 @@ def run_training(
 
         metrics = MetricsLog(layout.metrics)
         plot = lambda: plot_losses(metrics, layout.loss_plot, f"{run_dir.name}: {config.method.name}")  # noqa: E731
-        packing = config.data.packing and adapter.supports_packing
+        packing = config.data.packing and adapter.supports_packing and method.packing
         settings = LoopSettings.from_config(config, packing, loaded.tokenizer.pad_token_id)
         fingerprints = run_fingerprints(resume_guard(config), train, val)
         t = config.train

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tuneforge.data.render import RenderedSample
-from tuneforge.methods.base import Batch, Objective
+from tuneforge.methods.base import Batch, Metric, Objective
 from tuneforge.train.batches import collate_rows, micro_batches, to_device, training_rows
 from tuneforge.train.callbacks import check_finite
 from tuneforge.train.precision import (
@@ -53,9 +53,28 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _add_metrics(totals: dict[str, float], metrics: dict[str, float], scale: float = 1.0) -> None:
-    for name, value in metrics.items():
-        totals[name] = totals.get(name, 0.0) + float(value) * scale
+class _MetricTotals:
+    """Running sums of a method's metrics: plain values per unit, (sum, weight) pairs by their own weights."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, metrics: dict[str, Metric]) -> None:
+        for name, value in metrics.items():
+            total, weight = value if isinstance(value, tuple) else (value, None)
+            self.sums[name] = self.sums.get(name, 0.0) + float(total)
+            if weight is not None:
+                self.weights[name] = self.weights.get(name, 0.0) + float(weight)
+
+    def means(self, units: int) -> dict[str, float]:
+        """Each metric's mean: per unit, or per its own weight (metrics whose weight is 0 are left out)."""
+        out = {}
+        for name, total in self.sums.items():
+            weight = self.weights[name] if name in self.weights else float(max(units, 1))
+            if weight > 0:
+                out[name] = total / weight
+        return out
 
 
 @torch.no_grad()
@@ -72,17 +91,16 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, units, metrics = 0.0, 0, {}
+    total, units, metrics = 0.0, 0, _MetricTotals()
     for micro in micro_batches(training_rows(samples, settings), settings.batch_size):
         for batch in collate_rows(objective, samples, micro, settings):
             with precision.autocast() if precision is not None else contextlib.nullcontext():
                 sums = objective.loss(model, to_device(batch, device))
             total += float(sums.loss)
-            _add_metrics(metrics, sums.metrics)
+            metrics.add(sums.metrics)
             units += objective.count(batch)
     model.train(was_training)
-    scale = 1.0 / max(units, 1)
-    return Evaluation(total * scale, {name: value * scale for name, value in metrics.items()})
+    return Evaluation(total / max(units, 1), metrics.means(units))
 
 
 def optimizer_step(
@@ -101,14 +119,14 @@ def optimizer_step(
     """
     amp = amp or Amp(Precision("fp32", "cpu"))
     units = max(sum(objective.count(b) for b in batches), 1)
-    loss_total, metrics = 0.0, {}
+    loss_total, metrics = 0.0, _MetricTotals()
     for batch in batches:
         with amp.precision.autocast():
             sums = objective.loss(model, batch)
             loss = sums.loss / units
         amp.backward(loss)
         loss_total += float(loss.detach())
-        _add_metrics(metrics, sums.metrics, 1.0 / units)
+        metrics.add(sums.metrics)
     check_finite(loss_total, "training loss", step)
     if optimizer is not None:
         amp.unscale(optimizer)
@@ -117,7 +135,7 @@ def optimizer_step(
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     if amp.scaler is None:
         check_finite(norm, "gradient norm", step)
-    return StepResult(loss_total, norm, metrics)
+    return StepResult(loss_total, norm, metrics.means(units))
 
 
 @contextmanager

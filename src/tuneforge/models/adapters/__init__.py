@@ -3,6 +3,7 @@
 from tuneforge.models.adapters.base import (
     ADAPTERS,
     AdapterSpec,
+    adapter_disabled,
     adapter_of,
     adapter_params_of,
     count_parameters,
@@ -15,6 +16,7 @@ from tuneforge.registry import import_submodules
 __all__ = [
     "ADAPTERS",
     "AdapterSpec",
+    "adapter_disabled",
     "adapter_of",
     "adapter_params_of",
     "count_parameters",

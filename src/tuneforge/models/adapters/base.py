@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ADAPTERS",
     "AdapterSpec",
+    "adapter_disabled",
     "adapter_of",
     "adapter_params_of",
     "count_parameters",
@@ -75,6 +77,11 @@ class AdapterSpec:
     load: Callable[[nn.Module, Path], nn.Module] | None = None
 
     @property
+    def can_disable(self) -> bool:
+        """Whether the base model's outputs are available by disabling the adapter (peft adapters)."""
+        return self.peft_type is not None
+
+    @property
     def supports_packing(self) -> bool:
         """Whether samples can be packed into shared rows (not with per-sequence virtual tokens)."""
         return self.virtual_tokens is None
@@ -126,6 +133,16 @@ def adapter_of(model: Any) -> AdapterSpec | None:
     if params is not None:
         return ADAPTERS.get(params.name)
     return spec_for_peft_type(getattr(getattr(model, "active_peft_config", None), "peft_type", None))
+
+
+@contextmanager
+def adapter_disabled(model: Any) -> Iterator[None]:
+    """Run the base model inside: the model's peft adapter is switched off (a reference without a second copy)."""
+    adapter = adapter_of(model)
+    if adapter is None or not adapter.can_disable or not hasattr(model, "disable_adapter"):
+        raise ValueError(f"{type(model).__name__} has no adapter that can be disabled; load a reference copy")
+    with model.disable_adapter():
+        yield
 
 
 def prepended_tokens(model: Any) -> int:
