@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,28 @@ def write_config(path: Path, model_dir: Path, data_file: Path, out: Path, **sect
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def launch(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuneforge.cli.main", "train", str(config)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen[str], timeout: float = 240) -> None:
+    """Poll until checkpoints/step-<step>/trainer_state.json exists (the run is still going)."""
+    marker = run_dir / "checkpoints" / f"step-{step}" / "trainer_state.json"
+    deadline = time.monotonic() + timeout
+    while not marker.is_file():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.005)
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]))

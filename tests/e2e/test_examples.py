@@ -30,12 +30,14 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_the_adapter_examples_are_all_there() -> None:
+def test_the_adapter_and_method_examples_are_all_there() -> None:
+    from tuneforge.methods import METHODS
     from tuneforge.models.adapters import ADAPTERS
 
     names = {path.name for path in EXAMPLES}
     assert "identity_demo.yaml" in names
     assert {f"adapter_{name}.yaml" for name in ADAPTERS.names()} <= names
+    assert {f"method_{name}.yaml" for name in METHODS.names()} <= names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import read_metrics, run_cli, write_config, write_memorisation_set
+from cli_helpers import (
+    launch,
+    newest_checkpoint,
+    read_metrics,
+    run_cli,
+    wait_for_checkpoint,
+    write_config,
+    write_memorisation_set,
+)
 from safetensors.torch import load_file
 
 # 8 rows, 2 for validation: 6 steps per epoch at batch 1; checkpoints every 5 steps never fall on an epoch end
@@ -37,31 +42,6 @@ def config_for(work: Path, model_dir: Path, name: str, **train) -> Path:
     return write_config(
         work / f"{name}.yaml", model_dir, data, work / name, train={**RUN, **train}, adapter=ADAPTER, data=DATA
     )
-
-
-def launch(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuneforge.cli.main", "train", str(config)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen[str], timeout: float = 240) -> None:
-    """Poll until checkpoints/step-<step>/trainer_state.json exists (the run is still going)."""
-    marker = run_dir / "checkpoints" / f"step-{step}" / "trainer_state.json"
-    deadline = time.monotonic() + timeout
-    while not marker.is_file():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.005)
-
-
-def newest_checkpoint(run_dir: Path) -> Path:
-    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def status(run_dir: Path) -> dict:

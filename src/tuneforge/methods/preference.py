@@ -19,8 +19,16 @@ REFERENCE_FREE = frozenset({"orpo", "simpo"})
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x < 0, accurate near 0 and for very negative x."""
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """log(1 - exp(x)) for x < 0, accurate near 0 and for very negative x, with finite gradients everywhere.
+
+    Each branch gets inputs only from its own side of -ln 2 (torch.where differentiates both branches, and the
+    unused one must not produce inf or nan); x is kept strictly below 0 (an answer of probability 1 in float32).
+    """
+    x = x.clamp(max=-1e-30)
+    near_zero = x > -math.log(2)
+    safe_near = torch.where(near_zero, x, torch.full_like(x, -1.0))
+    safe_far = torch.where(near_zero, torch.full_like(x, -1.0), x)
+    return torch.where(near_zero, torch.log(-torch.expm1(safe_near)), torch.log1p(-torch.exp(safe_far)))
 
 
 def _smoothed_sigmoid(logits: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
