@@ -97,3 +97,26 @@ def test_extra_models_are_frozen_copies_of_the_base(tiny_llama_dir):
     assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
     fresh = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
     assert torch.equal(next(teacher.parameters()), next(fresh.parameters()))
+
+
+def test_each_dataset_gets_its_own_validation_loss_and_curve(tiny_llama_dir, tmp_path):
+    """Multi-task: validation samples of several datasets are scored apart; val_loss is their token-weighted mean."""
+    from tuneforge.train.callbacks import loss_curves
+    from tuneforge.train.step import evaluate
+
+    val = [dataclasses.replace(s, dataset="maths") for s in samples(3, 2)]
+    val += [dataclasses.replace(s, dataset="poems") for s in samples(4, 3)]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    sft = METHODS.get("sft").bind()
+    log = MetricsLog(tmp_path / "m.jsonl")
+    train_loop(model, sft, samples(8, 1), val, settings(max_steps=2, eval_steps=1, packing=True), log)
+
+    record = log.records[-1]
+    tokens = {name: sum(s.supervised_tokens for s in val if s.dataset == name) for name in ("maths", "poems")}
+    weighted = sum(record[f"val_loss/{name}"] * n for name, n in tokens.items()) / sum(tokens.values())
+    assert record["val_loss"] == pytest.approx(weighted, rel=1e-6)
+    alone = evaluate(model, sft, [s for s in val if s.dataset == "poems"], settings(packing=True))
+    assert record["val_loss/poems"] == pytest.approx(alone.loss, rel=1e-5) and alone.per_task == {}
+    curves = loss_curves(log)
+    assert list(curves) == ["train loss", "validation loss", "validation: maths", "validation: poems"]
+    assert curves["validation: poems"] == ([1, 2], [r["val_loss/poems"] for r in log.records])

@@ -9,7 +9,7 @@ from typing import Any
 
 from tuneforge.errors import UserError
 
-__all__ = ["MetricsLog", "check_finite", "plot_losses"]
+__all__ = ["MetricsLog", "check_finite", "loss_curves", "plot_losses"]
 
 
 def check_finite(value: float, what: str, step: int) -> None:
@@ -48,6 +48,17 @@ class MetricsLog:
         return [p[0] for p in points], [p[1] for p in points]
 
 
+def loss_curves(log: MetricsLog) -> dict[str, tuple[list[int], list[float]]]:
+    """The curves of the loss plot: train loss, validation loss and, with several datasets, each one's."""
+    curves = {"train loss": log.series("loss")}
+    if log.series("val_loss")[0]:
+        curves["validation loss"] = log.series("val_loss")
+    tasks = sorted({key for record in log.records for key in record if key.startswith("val_loss/")})
+    for key in tasks:
+        curves[f"validation: {key.split('/', 1)[1]}"] = log.series(key)
+    return curves
+
+
 def plot_losses(log: MetricsLog, path: Path, title: str) -> None:
     """Write train and validation loss curves to `path` (PNG)."""
     import matplotlib
@@ -56,11 +67,13 @@ def plot_losses(log: MetricsLog, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    steps, loss = log.series("loss")
-    ax.plot(steps, loss, label="train loss", color="tab:blue", linewidth=1.2)
-    val_steps, val_loss = log.series("val_loss")
-    if val_steps:
-        ax.plot(val_steps, val_loss, label="validation loss", color="tab:orange", marker="o", linewidth=1.5)
+    for label, (steps, values) in loss_curves(log).items():
+        if label == "train loss":
+            ax.plot(steps, values, label=label, color="tab:blue", linewidth=1.2)
+        elif label == "validation loss":
+            ax.plot(steps, values, label=label, color="tab:orange", marker="o", linewidth=1.5)
+        else:
+            ax.plot(steps, values, label=label, marker=".", linestyle="--", linewidth=1.0)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (mean per supervised token)")
     ax.set_title(title)

@@ -231,6 +231,7 @@ class _Trainer:
         if evaluation is None:
             return False
         record.update({f"val_{name}": value for name, value in evaluation.metrics.items()})
+        record.update({f"val_loss/{task}": value for task, value in evaluation.per_task.items()})
         check_finite(evaluation.loss, "validation loss", s.step)
         if s.best_val_loss is None or val_loss < s.best_val_loss:
             s.best_step, s.best_val_loss, s.evals_since_best = s.step, val_loss, 0

@@ -47,10 +47,12 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean validation loss per unit and the method's mean metrics."""
+    """Mean validation loss per unit, the method's mean metrics, and with several datasets (tasks) the loss of
+    each, by dataset name."""
 
     loss: float
     metrics: dict[str, float] = field(default_factory=dict)
+    per_task: dict[str, float] = field(default_factory=dict)
 
 
 class _MetricTotals:
@@ -85,22 +87,37 @@ def evaluate(
     settings: LoopSettings,
     precision: Precision | None = None,
 ) -> Evaluation | None:
-    """Mean loss (and metrics) per unit over `samples` (None when there are none)."""
+    """Mean loss (and metrics) per unit over `samples` (None when there are none).
+
+    Samples of different datasets are evaluated apart (never in one pack), so each dataset's loss is known too.
+    """
     if not samples:
         return None
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, units, metrics = 0.0, 0, _MetricTotals()
-    for micro in micro_batches(training_rows(samples, settings), settings.batch_size):
-        for batch in collate_rows(objective, samples, micro, settings):
-            with precision.autocast() if precision is not None else contextlib.nullcontext():
-                sums = objective.loss(model, to_device(batch, device))
-            total += float(sums.loss)
-            metrics.add(sums.metrics)
-            units += objective.count(batch)
+    total, units, metrics, per_task = 0.0, 0, _MetricTotals(), {}
+    for task, group in _by_dataset(samples).items():
+        task_total, task_units = 0.0, 0
+        for micro in micro_batches(training_rows(group, settings), settings.batch_size):
+            for batch in collate_rows(objective, group, micro, settings):
+                with precision.autocast() if precision is not None else contextlib.nullcontext():
+                    sums = objective.loss(model, to_device(batch, device))
+                task_total += float(sums.loss)
+                metrics.add(sums.metrics)
+                task_units += objective.count(batch)
+        per_task[task] = task_total / max(task_units, 1)
+        total, units = total + task_total, units + task_units
     model.train(was_training)
-    return Evaluation(total / max(units, 1), metrics.means(units))
+    return Evaluation(total / max(units, 1), metrics.means(units), per_task if len(per_task) > 1 else {})
+
+
+def _by_dataset(samples: list[RenderedSample]) -> dict[str, list[RenderedSample]]:
+    """The samples grouped by their dataset name, in order of first appearance."""
+    groups: dict[str, list[RenderedSample]] = {}
+    for sample in samples:
+        groups.setdefault(sample.dataset or "data", []).append(sample)
+    return groups
 
 
 def optimizer_step(
