@@ -145,3 +145,16 @@ def test_a_dpo_run_resumes_exactly_after_sigkill_and_exports(tiny_llama_dir: Pat
     exported = run_cli("export", str(tmp_path / "kill"), "--to", str(tmp_path / "merged"), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert any((tmp_path / "merged").glob("*.safetensors"))
+
+
+def test_ewc_from_the_cli_estimates_fisher_on_general_answers_and_logs_its_penalty(tiny_llama_dir, tmp_path):
+    config = write_run_config(
+        tmp_path / "ewc.yaml", tiny_llama_dir, tmp_path / "run", {"name": "sft"},
+        data={"train": ["identity"], "variables": {"name": "A", "author": "B"}},
+        train={"max_steps": 4, "ewc": {"prompts": "general_prompts", "samples": 4, "max_new_tokens": 8, "weight": 50}},
+    )  # fmt: skip
+    result = run_cli("train", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "EWC: Fisher information from 4 answers to general_prompts, weight 50" in " ".join(result.stderr.split())
+    penalties = [r["penalty"] for r in read_metrics(tmp_path / "run")]
+    assert penalties[0] == pytest.approx(0.0, abs=1e-9) and penalties[-1] > 0

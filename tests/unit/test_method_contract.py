@@ -120,3 +120,37 @@ def test_each_dataset_gets_its_own_validation_loss_and_curve(tiny_llama_dir, tmp
     curves = loss_curves(log)
     assert list(curves) == ["train loss", "validation loss", "validation: maths", "validation: poems"]
     assert curves["validation: poems"] == ([1, 2], [r["val_loss/poems"] for r in log.records])
+
+
+def test_ewc_keeps_the_weights_general_data_needs_nearer_their_old_values(tiny_llama_dir, tmp_path):
+    from tuneforge.models.adapters import ADAPTERS
+    from tuneforge.models.adapters.lora import LoraParams
+    from tuneforge.train.ewc import ElasticWeights
+    from tuneforge.train.loop import LoopContext
+
+    general, new_task = samples(6, 7), samples(8, 1)
+
+    def run(with_ewc: bool) -> tuple[ElasticWeights, dict[str, torch.Tensor], list[dict], torch.nn.Module]:
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+        model = ADAPTERS.get("lora").attach(base, LoraParams(r=4, alpha=8))
+        ewc = ElasticWeights.from_model(model, general, weight=5000.0)
+        context = LoopContext(regularizer=ewc.penalty if with_ewc else None)
+        log = MetricsLog(tmp_path / f"ewc-{with_ewc}.jsonl")
+        config = settings(max_steps=12, eval_steps=None, learning_rate=5e-3)
+        train_loop(model, METHODS.get("sft").bind(), new_task, [], config, log, context)
+        weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return ewc, weights, log.records, model
+
+    ewc, plain, plain_log, _ = run(False)
+    kept_ewc, kept, ewc_log, kept_model = run(True)
+    assert sum(float(f.sum()) for f in ewc.fisher.values()) > 0
+
+    def moved(weights: dict[str, torch.Tensor]) -> float:
+        return sum(float((ewc.fisher[n] * (w - ewc.anchor[n]) ** 2).sum()) for n, w in weights.items())
+
+    assert moved(kept) < 0.5 * moved(plain), (moved(kept), moved(plain))
+    assert "penalty" not in plain_log[-1] and ewc_log[0]["penalty"] == pytest.approx(0.0, abs=1e-9)
+    assert ewc_log[-1]["penalty"] > 0
+    # the penalty is λ/2 Σ F (θ - θ*)² (the logged one is taken before each step's update)
+    assert float(kept_ewc.penalty(kept_model)) == pytest.approx(5000.0 / 2 * moved(kept), rel=1e-4)

@@ -10,6 +10,7 @@ __all__ = [
     "AdapterParams",
     "DataSection",
     "EvalSection",
+    "EwcSection",
     "MethodParams",
     "ModelSection",
     "OutputSection",
@@ -148,6 +149,17 @@ class AdapterParams(Section):
     name: str = Field("lora", description="Adapter method (see `tuneforge train --help` for the list).")
 
 
+class EwcSection(Section):
+    prompts: str = Field(
+        "general_prompts",
+        description="General prompts (bundled name or JSON list of strings); the Fisher information of the base "
+        "model's own answers to them (generated once, cached like self-replay) marks the weights to keep.",
+    )
+    samples: int = Field(64, ge=1, description="How many of the prompts to use.")
+    max_new_tokens: int = Field(64, ge=8, le=1024, description="Length limit of the base model's answers.")
+    weight: float = Field(1000.0, gt=0, description="λ: strength of the pull back towards the old weights.")
+
+
 class TrainSection(Section):
     learning_rate: float = Field(1.0e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
@@ -213,6 +225,11 @@ class TrainSection(Section):
         description="Continue from a checkpoint: auto (or true) = the newest one in output.dir, a path = that "
         "checkpoint folder; false starts afresh.",
     )
+    ewc: EwcSection | None = Field(
+        None,
+        description="Continual learning: elastic weight consolidation keeps the weights general data needs near "
+        "their old values ({data: general_check, weight: 1000, samples: 64}).",
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Also report metrics to these trackers (their packages must be installed)."
     )
@@ -265,3 +282,8 @@ class RunConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Your own Python code the run may use, e.g. GRPO reward functions: files (path/to/rewards.py) "
+        "or importable module names. They are imported when the config is checked, which runs their code.",
+    )

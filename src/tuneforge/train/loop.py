@@ -56,6 +56,7 @@ class LoopContext:
         resume: a checkpoint folder to continue from.
         reporters: objects with `log(record)` (TensorBoard, W&B, MLflow).
         parameter_groups: the adapter's own optimizer groups (e.g. LoRA+), if it has them.
+        regularizer: model → a penalty added to every optimizer step's loss (e.g. EWC), logged as `penalty`.
     """
 
     on_eval: Callable[[], None] | None = None
@@ -63,6 +64,7 @@ class LoopContext:
     resume: Path | None = None
     reporters: list[Any] = field(default_factory=list)
     parameter_groups: ParameterGroupsHook | None = None
+    regularizer: Callable[[Any], torch.Tensor] | None = None
 
 
 @dataclass
@@ -199,7 +201,16 @@ class _Trainer:
             for batch in collate_rows(self.objective, self.train, micro, self.settings)
         ]
         step = self.state.step + 1
-        result = optimizer_step(self.model, self.objective, batches, self.settings, step, self.amp, self.optimizer)
+        result = optimizer_step(
+            self.model,
+            self.objective,
+            batches,
+            self.settings,
+            step,
+            self.amp,
+            self.optimizer,
+            self.context.regularizer,
+        )
         loss, norm = result.loss, result.grad_norm
         lr = self.scheduler.get_last_lr()[0]
         self.amp.step(self.optimizer)

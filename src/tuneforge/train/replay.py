@@ -47,7 +47,7 @@ def _fingerprint(model: Any, tokenizer: Any, model_id: str, prompts: list[str], 
     return digest.hexdigest()[:16]
 
 
-def _generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[dict[str, Any]]:
+def _generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, trim: bool) -> list[dict[str, Any]]:
     from tuneforge.models.generate import generate_replies
 
     replies = generate_replies(
@@ -59,7 +59,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: in
     )
     rows = []
     for prompt, reply in zip(prompts, replies, strict=True):
-        answer = reply.text if reply.finished else trim_to_sentence(reply.text)
+        answer = reply.text if reply.finished or not trim else trim_to_sentence(reply.text)
         rows.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
     return rows
 
@@ -74,15 +74,21 @@ def replay_conversations(
     report: DataReport,
     cache_dir: Path,
     base_dir: Path | None = None,
+    trim: bool = True,
 ) -> list[Conversation]:
-    """The base model's answers to the replay prompts as conversations (empty answers counted as dropped)."""
+    """The base model's answers to the replay prompts as conversations (empty answers counted as dropped).
+
+    With `trim` an answer cut at `max_new_tokens` is cut back to its last complete sentence (it is trained on);
+    without, it is kept as generated (e.g. to measure what the model does, as EWC's Fisher estimate does).
+    """
     prompts = _load_prompts(prompts_entry, limit, base_dir)
-    cache = cache_dir / f"{_fingerprint(model, tokenizer, model_id, prompts, max_new_tokens)}.jsonl"
+    key = _fingerprint(model, tokenizer, model_id, prompts, max_new_tokens) + ("" if trim else "-untrimmed")
+    cache = cache_dir / f"{key}.jsonl"
     if cache.is_file():
         rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").split("\n") if line.strip()]
         log.info("self-replay: reusing %d cached answers from %s", len(rows), cache)
     else:
-        rows = _generate(model, tokenizer, prompts, max_new_tokens)
+        rows = _generate(model, tokenizer, prompts, max_new_tokens, trim)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -92,7 +98,7 @@ def replay_conversations(
         report.total += 1
         where = f"{cache}:{line}"
         messages = [Message(m["role"], m["content"]) for m in row["messages"]]
-        if not messages[-1].content.strip():
+        if trim and not messages[-1].content.strip():  # untrimmed, an empty answer is still what the model does
             report.drop(where, "empty answer", "the base model gave no complete sentence to replay")
             continue
         conversations.append(Conversation(messages, source=where, dataset="self-replay"))

@@ -15,6 +15,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.build import build_dataset
 from tuneforge.data.quality import DataReport
 from tuneforge.data.templates import ensure_chat_template
+from tuneforge.errors import UserError
 from tuneforge.methods import METHODS, Method, MethodModels
 from tuneforge.models.adapters import ADAPTERS, describe_trainable
 from tuneforge.models.load import LoadedModel, load_model
@@ -23,6 +24,7 @@ from tuneforge.paths import data_cache_dir, replay_cache_dir
 from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog, plot_losses
 from tuneforge.train.checkpoint import run_fingerprints
+from tuneforge.train.ewc import ElasticWeights, general_samples
 from tuneforge.train.lifecycle import checkpoint_store, outcome_summary, start_point, write_outcome_section
 from tuneforge.train.loop import LoopContext, LoopResult, train_loop
 from tuneforge.train.precision import make_deterministic, seed_everything
@@ -103,18 +105,35 @@ def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | 
     return prepared.train, prepared.val, report
 
 
-def extra_models(method: Method, config: RunConfig, loaded: LoadedModel) -> MethodModels:
+def extra_models(method: Method, config: RunConfig, loaded: LoadedModel, base_dir: Path | None = None) -> MethodModels:
     """The tokenizer and the extra models `method` needs (reference, reward, teacher), frozen: copies of the base
-    or loaded from their source."""
+    or loaded from their source (a relative path is looked up next to the config file too)."""
     models = MethodModels(tokenizer=loaded.tokenizer)
     for role, source in (method.needs(config) if method.needs is not None else {}).items():
         if source is None:
             model = copy.deepcopy(loaded.model)
         else:
             m = config.model
+            local = base_dir / source if base_dir is not None else None
+            source = str(local) if local is not None and local.exists() and not Path(source).exists() else source
             model = load_model(source, m.dtype, m.attn_implementation, m.trust_remote_code).model
         setattr(models, role, model.eval().requires_grad_(False))
     return models
+
+
+def _ewc_samples(config: RunConfig, loaded: LoadedModel, base_dir: Path | None) -> list[Any]:
+    """train.ewc: the base model's answers to general prompts, rendered ([] without EWC)."""
+    ewc = config.train.ewc
+    if ewc is None:
+        return []
+    m = config.model.name_or_path
+    samples = general_samples(
+        loaded, ewc.prompts, ewc.samples, ewc.max_new_tokens, config.data.cutoff_len, m, base_dir
+    )
+    if not samples:
+        raise UserError(f"train.ewc: the base model gave no usable answer to the prompts of {ewc.prompts!r}")
+    console.print(f"EWC: Fisher information from {len(samples)} answers to {ewc.prompts}, weight {ewc.weight:g}")
+    return samples
 
 
 def run_training(
@@ -151,10 +170,12 @@ def run_training(
         layout.data_report.write_text(report.full_text(), encoding="utf-8")
         for hook in hooks:
             hook.before_training(loaded.model, loaded.tokenizer)
-        objective = method.bind(config.method, extra_models(method, config, loaded))
+        objective = method.bind(config.method, extra_models(method, config, loaded, base_dir))
+        keep = _ewc_samples(config, loaded, base_dir)  # the old model's behaviour, before the adapter
 
         seed_everything(config.train.seed)
         model = adapter.attach(loaded.model, config.adapter)
+        regularizer = ElasticWeights.from_model(model, keep, config.train.ewc.weight).penalty if keep else None
         trainable = describe_trainable(model)
         console.print(f"adapter {config.adapter.name}: {trainable}")
         if "packing" in config.data.model_fields_set and config.data.packing and not adapter.supports_packing:
@@ -167,7 +188,7 @@ def run_training(
         fingerprints = run_fingerprints(resume_guard(config), train, val)
         t = config.train
         store = checkpoint_store(run_dir, t.save_steps, t.save_total_limit, fingerprints, resume, force)
-        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups)
+        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups, regularizer)
         result = train_loop(model, objective, train, val, settings, metrics, context)
         plot()
         model.eval()

@@ -67,4 +67,5 @@ def resume_guard(config: RunConfig) -> dict[str, Any]:
         "train.learning_rate": t.learning_rate,
         "train.weight_decay": t.weight_decay,
         "train.layer_lr_decay": t.layer_lr_decay,
+        "train.ewc": t.ewc.model_dump(mode="json") if t.ewc is not None else None,
     }

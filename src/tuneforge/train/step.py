@@ -128,8 +128,12 @@ def optimizer_step(
     step: int,
     amp: Amp | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    regularizer: Callable[[Any], torch.Tensor] | None = None,
 ) -> StepResult:
     """Forward/backward every micro-batch, normalised by the step's total units; clip and return what it measured.
+
+    A `regularizer` (e.g. EWC) adds its penalty once per step; the reported loss includes it and `penalty` says
+    how much of it there was.
 
     With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
     scaler, which skips that update. The optimizer itself is stepped by the caller.
@@ -144,6 +148,13 @@ def optimizer_step(
         amp.backward(loss)
         loss_total += float(loss.detach())
         metrics.add(sums.metrics)
+    extra: dict[str, float] = {}
+    if regularizer is not None:
+        with amp.precision.autocast():
+            penalty = regularizer(model)
+        amp.backward(penalty)
+        loss_total += float(penalty.detach())
+        extra["penalty"] = float(penalty.detach())
     check_finite(loss_total, "training loss", step)
     if optimizer is not None:
         amp.unscale(optimizer)
@@ -152,7 +163,7 @@ def optimizer_step(
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     if amp.scaler is None:
         check_finite(norm, "gradient norm", step)
-    return StepResult(loss_total, norm, metrics.means(units))
+    return StepResult(loss_total, norm, {**metrics.means(units), **extra})
 
 
 @contextmanager
