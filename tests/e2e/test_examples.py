@@ -52,6 +52,8 @@ def test_example_trains_for_two_steps(example: Path, tiny_llama_dir: Path, tmp_p
         f"output.dir={tmp_path / 'run'}",
         "data.replay=null",
     ]
+    if "teacher" in (yaml.safe_load(example.read_text(encoding="utf-8")).get("method") or {}):
+        overrides.append(f"method.teacher={tiny_llama_dir}")  # a teacher must share the student's tokenizer
     console = io.StringIO()
     with contextlib.redirect_stderr(console):
         code = main(["train", str(example), *overrides])
