@@ -158,3 +158,28 @@ def test_ewc_from_the_cli_estimates_fisher_on_general_answers_and_logs_its_penal
     assert "EWC: Fisher information from 4 answers to general_prompts, weight 50" in " ".join(result.stderr.split())
     penalties = [r["penalty"] for r in read_metrics(tmp_path / "run")]
     assert penalties[0] == pytest.approx(0.0, abs=1e-9) and penalties[-1] > 0
+
+
+@pytest.mark.parametrize("adapter", [{"name": "lora", "r": 8, "alpha": 16}, {"name": "full"}], ids=["lora", "full"])
+def test_a_reward_model_ranks_held_out_pairs_and_loads_back_as_a_scorer(tiny_llama_dir: Path, tmp_path: Path, adapter):
+    from tuneforge.methods.reward import load_reward_model
+
+    lr = 3.0e-3 if adapter["name"] == "lora" else 2.0e-4
+    config = write_run_config(
+        tmp_path / "rm.yaml", tiny_llama_dir, tmp_path / "rm", {"name": "reward"}, adapter=adapter,
+        data={"val_size": 8}, train={"max_steps": 16, "batch_size": 4, "learning_rate": lr},
+    )  # fmt: skip
+    records = train(config)
+    assert records[-1]["loss"] < records[0]["loss"]
+    accuracy = validation(records, "val_accuracy")
+    assert accuracy[-1] >= 0.85 and validation(records, "val_margin")[-1] > 0, accuracy
+    scorer = load_reward_model(tmp_path / "rm")
+    pairs = json.loads((Path(__file__).parents[2] / "src/tuneforge/resources/data/preference_demo.json").read_text())
+    prompts = [[{"role": "user", "content": p["instruction"]}] for p in pairs[:12]]
+    chosen = scorer.score(
+        [[*m, {"role": "assistant", "content": p["chosen"]}] for m, p in zip(prompts, pairs, strict=False)]
+    )
+    rejected = scorer.score(
+        [[*m, {"role": "assistant", "content": p["rejected"]}] for m, p in zip(prompts, pairs, strict=False)]
+    )
+    assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
@@ -87,6 +88,10 @@ class Method:
         needs: (config) → the extra models it needs loaded, by role (reference, reward, teacher), each with its
             source: a model tuneforge loads, or None for a frozen copy of the base model. None: no extra models.
         check: (config) → None; raises UserError for settings the method cannot work with (runs before loading).
+        prepare: (model with its adapter, params) → None; adds what the method trains besides the adapter (e.g. a
+            reward model's scalar head), before the optimizer is built. None: nothing.
+        save: (trained model, the run's model folder) → None; writes what `prepare` added, after the model is
+            saved. None: nothing.
     """
 
     params: type[MethodParams]
@@ -98,6 +103,8 @@ class Method:
     packing: bool = True
     needs: Callable[[RunConfig], dict[ExtraModel, str | None]] | None = None
     check: Callable[[RunConfig], None] | None = None
+    prepare: Callable[[Any, MethodParams], None] | None = None
+    save: Callable[[Any, Path], None] | None = None
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse impossible settings before anything loads."""

@@ -175,6 +175,8 @@ def run_training(
 
         seed_everything(config.train.seed)
         model = adapter.attach(loaded.model, config.adapter)
+        if method.prepare is not None:
+            method.prepare(model, config.method)
         regularizer = ElasticWeights.from_model(model, keep, config.train.ewc.weight).penalty if keep else None
         trainable = describe_trainable(model)
         console.print(f"adapter {config.adapter.name}: {trainable}")
@@ -193,6 +195,8 @@ def run_training(
         plot()
         model.eval()
         save_model(model, loaded.tokenizer, layout.model)
+        if method.save is not None:
+            method.save(model, layout.model)
         reports = [r for hook in hooks if (r := hook.after_training(model, loaded.tokenizer, layout)) is not None]
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
