@@ -65,11 +65,14 @@ def _absolute_paths(config: RunConfig, base_dir: Path | None) -> None:
         if candidate.exists():
             config.model.name_or_path = str(candidate.resolve())
             break
-    resolved = []
-    for entry in config.data.train:
-        found = next((b / entry for b in (Path.cwd(), base_dir) if b is not None and (b / entry).exists()), None)
-        resolved.append(str(found.resolve()) if found else entry)
-    config.data.train = resolved
+    config.data.train = [_local(entry, base_dir) for entry in config.data.train]
+    config.plugins = [_local(entry, base_dir) for entry in config.plugins]
+
+
+def _local(entry: str, base_dir: Path | None) -> str:
+    """`entry` as an absolute path when it exists in the working directory or next to the config, else as is."""
+    found = next((b / entry for b in (Path.cwd(), base_dir) if b is not None and (b / entry).exists()), None)
+    return str(found.resolve()) if found else entry
 
 
 def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | None) -> tuple[list, list, DataReport]:
