@@ -21,11 +21,8 @@ def load_model(
     trust_remote_code: bool = False,
     model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer; the run directory of an adapter run loads base + adapter.
-
-    `model_kwargs` go to `from_pretrained` (e.g. a quantization_config and device_map); they need a Hugging Face
-    folder, zoo name or hub id.
-    """
+    """Load a causal LM and its tokenizer: a run directory loads its saved model (base + adapter), anything else
+    goes to `load_pretrained` (which `model_kwargs` are for)."""
     path = Path(name_or_path).expanduser()
     if is_run_dir(path):
         if model_kwargs:
