@@ -5,6 +5,7 @@ perplexity for continued pretraining), with LoRA and full fine-tuning; runs resu
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,19 @@ def test_a_reward_model_ranks_held_out_pairs_and_loads_back_as_a_scorer(tiny_lla
         [[*m, {"role": "assistant", "content": p["rejected"]}] for m, p in zip(prompts, pairs, strict=False)]
     )
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 10
+    if adapter["name"] != "lora":
+        return
+    # the reward model as GRPO's reward: its scores are what the policy is trained on
+    grpo = {
+        "name": "grpo",
+        "num_generations": 2,
+        "max_new_tokens": 6,
+        "rewards": [{"name": "reward_model", "path": str(tmp_path / "rm")}],
+    }
+    records = train(
+        write_run_config(
+            tmp_path / "grpo.yaml", tiny_llama_dir, tmp_path / "grpo", grpo,
+            data={"train": ["arithmetic_train"], "max_samples": 8, "val_size": 0}, train={"max_steps": 2},
+        )
+    )  # fmt: skip
+    assert all(math.isfinite(r["reward_reward_model"]) and r["reward"] == r["reward_reward_model"] for r in records)

@@ -91,7 +91,7 @@ def test_length_falls_linearly_with_the_distance_in_characters() -> None:
 
 
 def test_the_builtin_rewards_and_their_config_entries_match() -> None:
-    assert REWARDS.names() == sorted(BUILTIN_SPECS) == ["exact_answer", "format", "length"]
+    assert REWARDS.names() == sorted(BUILTIN_SPECS) == ["exact_answer", "format", "length", "reward_model"]
     for name, spec in BUILTIN_SPECS.items():
         assert spec.model_fields["name"].default == name
         assert all(field.description for field in spec.model_fields.values()), name

@@ -10,6 +10,7 @@ reward).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,18 @@ from tuneforge.errors import UserError
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
 from tuneforge.methods.dpo import collate_pairs, count_pairs
 from tuneforge.methods.loss import collate_sequences
+from tuneforge.methods.rewards import REWARDS
 from tuneforge.models.load import load_model
 
-__all__ = ["HEAD_FILE", "RewardModel", "RewardParams", "attach_head", "load_reward_model", "sequence_scores"]
+__all__ = [
+    "HEAD_FILE",
+    "RewardModel",
+    "RewardParams",
+    "attach_head",
+    "load_reward_model",
+    "reward_model_score",
+    "sequence_scores",
+]
 
 HEAD_FILE = "reward_head.safetensors"
 _HEAD = "tuneforge_reward_head"
@@ -105,17 +115,26 @@ class RewardModel:
     model: Any
     tokenizer: Any
 
-    @torch.no_grad()
-    def score(self, conversations: list[list[dict[str, Any]]]) -> list[float]:
-        """Scores of whole conversations (each a list of role/content dicts ending with the answer to judge)."""
+    @property
+    def answer_suffix(self) -> str:
+        """What the chat template writes after an assistant answer (e.g. `<|im_end|>` and a newline)."""
+        probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "PROBE-ANSWER"}]
+        return render_text(self.tokenizer, probe).split("PROBE-ANSWER", 1)[1]
 
+    @torch.no_grad()
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """Scores of already rendered conversations (chat template included)."""
         samples = []
-        for conversation in conversations:
-            ids = self.tokenizer(render_text(self.tokenizer, conversation), add_special_tokens=False)["input_ids"]
-            samples.append(RenderedSample(list(ids), list(ids)))
+        for text in texts:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            samples.append(RenderedSample(ids, ids))
         batch = collate_sequences(samples, packing=True, pad_id=0)
         device = next(self.model.parameters()).device
         return sequence_scores(self.model, {k: v.to(device) for k, v in batch.items()}).tolist()
+
+    def score(self, conversations: list[list[dict[str, Any]]]) -> list[float]:
+        """Scores of whole conversations (each a list of role/content dicts ending with the answer to judge)."""
+        return self.score_texts([render_text(self.tokenizer, conversation) for conversation in conversations])
 
 
 def load_reward_model(run_dir: str | Path) -> RewardModel:
@@ -130,6 +149,18 @@ def load_reward_model(run_dir: str | Path) -> RewardModel:
     head.weight.data.copy_(load_file(str(folder / HEAD_FILE))["weight"])
     loaded.model.eval()
     return RewardModel(loaded.model, loaded.tokenizer)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_reward_model(path: str) -> RewardModel:
+    return load_reward_model(path)
+
+
+@REWARDS.register("reward_model")
+def reward_model_score(completion: str, reference: str, prompt: str = "", path: str = "", **keys: Any) -> float:
+    """GRPO reward `{name: reward_model, path}`: the reward model's score of the rendered prompt + the answer."""
+    scorer = _cached_reward_model(str(Path(path).expanduser().resolve()))
+    return scorer.score_texts([prompt + completion + scorer.answer_suffix])[0]
 
 
 register_method(

@@ -50,6 +50,7 @@ __all__ = [
     "FormatReward",
     "FunctionReward",
     "LengthReward",
+    "RewardModelReward",
     "RewardFn",
     "RewardSpec",
     "exact_answer",
@@ -181,10 +182,19 @@ class FunctionReward(_RewardBase):
         return value
 
 
+class RewardModelReward(_RewardBase):
+    """`{name: reward_model, path}`: the score of a trained reward model (a `method.name=reward` run)."""
+
+    name: Literal["reward_model"] = Field("reward_model", description="The score of a trained reward model.")
+    path: str = Field(description="Run directory of a method.name=reward run (its model/reward_head.safetensors).")
+    weight: float = Field(1.0, description=WEIGHT_HELP)
+
+
 BUILTIN_SPECS: dict[str, type[_RewardBase]] = {
     "exact_answer": ExactAnswerReward,
     "format": FormatReward,
     "length": LengthReward,
+    "reward_model": RewardModelReward,
 }
 
 
@@ -229,7 +239,9 @@ def _parse_spec(value: Any) -> Any:
         raise ValueError(_explain(err, spec, label)) from None
 
 
-RewardSpec = Annotated[ExactAnswerReward | FormatReward | LengthReward | FunctionReward, BeforeValidator(_parse_spec)]
+RewardSpec = Annotated[
+    ExactAnswerReward | FormatReward | LengthReward | RewardModelReward | FunctionReward, BeforeValidator(_parse_spec)
+]
 
 
 # ---------------------------------------------------------------------------------------------------- plugins
