@@ -200,3 +200,20 @@ def test_a_reward_model_ranks_held_out_pairs_and_loads_back_as_a_scorer(tiny_lla
         )
     )  # fmt: skip
     assert all(math.isfinite(r["reward_reward_model"]) and r["reward"] == r["reward_reward_model"] for r in records)
+
+
+def test_precomputed_reference_gives_the_run_a_frozen_copy_gives(tiny_llama_dir: Path, tmp_path: Path):
+    """Full fine-tuning: reference log-probabilities scored once before training equal a frozen copy's."""
+    runs = {}
+    for precompute in (False, True):
+        method = {"name": "dpo", "precompute_reference": precompute}
+        config = write_run_config(
+            tmp_path / f"{precompute}.yaml", tiny_llama_dir, tmp_path / str(precompute), method,
+            adapter={"name": "full"}, train={"max_steps": 4, "learning_rate": 3.0e-4},
+        )  # fmt: skip
+        runs[precompute] = train(config)
+    for live, stored in zip(runs[False], runs[True], strict=True):
+        for key in ("loss", "margin", "reward_chosen", "val_margin"):
+            if key in live:
+                assert stored[key] == pytest.approx(live[key], abs=1e-4), (key, live, stored)
+    assert runs[True][-1]["margin"] > 0

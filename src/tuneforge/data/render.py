@@ -43,6 +43,8 @@ class RenderedSample:
     """Token ids and labels (IGNORE_INDEX where no loss is taken) of one sample.
 
     A preference sample holds the chosen answer and, in `rejected`, the rejected one; a KTO sample its `label`.
+    `reference_logp`, when a method precomputed it, is the summed log-probability of the supervised tokens under
+    the frozen reference model.
     """
 
     input_ids: list[int]
@@ -53,6 +55,7 @@ class RenderedSample:
     kind: str = "chat"
     label: bool | None = None
     rejected: RenderedSample | None = None
+    reference_logp: float | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -92,6 +92,8 @@ class Method:
             reward model's scalar head), before the optimizer is built. None: nothing.
         save: (trained model, the run's model folder) → None; writes what `prepare` added, after the model is
             saved. None: nothing.
+        prepare_data: (train and validation samples, the base model before any adapter, params) → None; work done
+            once on the data with the untrained model (e.g. precomputed reference log-probabilities). None: none.
     """
 
     params: type[MethodParams]
@@ -105,6 +107,7 @@ class Method:
     check: Callable[[RunConfig], None] | None = None
     prepare: Callable[[Any, MethodParams], None] | None = None
     save: Callable[[Any, Path], None] | None = None
+    prepare_data: Callable[[list[RenderedSample], Any, MethodParams], None] | None = None
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse impossible settings before anything loads."""

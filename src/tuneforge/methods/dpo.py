@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodParams, RunConfig
@@ -21,8 +22,9 @@ from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, regist
 from tuneforge.methods.loss import collate_sequences, reference_log_probs, sequence_count, sequence_log_probs
 from tuneforge.methods.preference import REFERENCE_FREE, pair_losses
 from tuneforge.models.adapters import ADAPTERS
+from tuneforge.progress import progress_bar
 
-__all__ = ["DpoParams", "collate_pairs", "dpo_loss"]
+__all__ = ["DpoParams", "collate_pairs", "dpo_loss", "precompute_reference"]
 
 
 class DpoParams(MethodParams):
@@ -44,6 +46,11 @@ class DpoParams(MethodParams):
     sft_weight: float = Field(
         0.0, ge=0, description="Weight of an extra SFT (mean NLL) term on the chosen answers (ORPO has it built in)."
     )
+    precompute_reference: bool = Field(
+        False,
+        description="Score every pair under the reference once before training and keep the numbers: no frozen "
+        "copy in memory and no reference pass per step (worth it for full fine-tuning).",
+    )
 
 
 def collate_pairs(samples: list[RenderedSample], packing: bool, pad_id: int) -> Batch:
@@ -52,7 +59,31 @@ def collate_pairs(samples: list[RenderedSample], packing: bool, pad_id: int) -> 
     for sample in samples:
         assert sample.rejected is not None, "a preference sample holds its rejected answer"
         sequences += [sample, sample.rejected]
-    return collate_sequences(sequences, packing, pad_id)
+    batch = collate_sequences(sequences, packing, pad_id)
+    if all(s.reference_logp is not None for s in sequences):
+        batch["reference_logps"] = torch.tensor([s.reference_logp for s in sequences], dtype=torch.float32)
+    return batch
+
+
+@torch.no_grad()
+def precompute_reference(samples: list[RenderedSample], model: Any, params: MethodParams) -> None:
+    """Store on each pair the reference log-probabilities of its answers (the base model, before training)."""
+    assert isinstance(params, DpoParams)
+    if not params.precompute_reference or params.loss in REFERENCE_FREE:
+        return
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with progress_bar("reference log-probabilities (once)", total=len(samples)) as advance:
+        for start in range(0, len(samples), 8):
+            chunk = samples[start : start + 8]
+            batch = {k: v.to(device) for k, v in collate_pairs(chunk, True, 0).items()}
+            logps = sequence_log_probs(model, batch)[0].tolist()
+            for index, sample in enumerate(chunk):
+                sample.reference_logp = logps[2 * index]
+                sample.rejected.reference_logp = logps[2 * index + 1]  # type: ignore[union-attr]
+            advance(len(chunk))
+    model.train(was_training)
 
 
 def count_pairs(batch: Batch) -> int:
@@ -63,11 +94,13 @@ def count_pairs(batch: Batch) -> int:
 def dpo_loss(model: Any, batch: Batch, params: MethodParams, models: MethodModels) -> LossSums:
     """Summed pair losses; metrics: chosen/rejected rewards, margin and accuracy per pair."""
     assert isinstance(params, DpoParams)
+    given = batch.get("reference_logps")
+    batch = {k: v for k, v in batch.items() if k != "reference_logps"}
     logps, tokens = sequence_log_probs(model, batch)
     chosen, rejected = (logps[0::2], tokens[0::2]), (logps[1::2], tokens[1::2])
     reference = None
     if params.loss not in REFERENCE_FREE:
-        ref = reference_log_probs(model, models.reference, batch)
+        ref = given.to(logps) if given is not None else reference_log_probs(model, models.reference, batch)
         reference = (ref[0::2], ref[1::2])
     values, chosen_rewards, rejected_rewards = pair_losses(
         params.loss, chosen, rejected, reference, params.beta, params.label_smoothing, params.gamma
@@ -88,7 +121,7 @@ def _needs(config: RunConfig) -> dict[str, str | None]:
     """A frozen copy of the base as reference, unless the loss needs none or the adapter can be disabled."""
     params = config.method
     assert isinstance(params, DpoParams)
-    if params.loss in REFERENCE_FREE or ADAPTERS.get(config.adapter.name).can_disable:
+    if params.loss in REFERENCE_FREE or params.precompute_reference or ADAPTERS.get(config.adapter.name).can_disable:
         return {}
     return {"reference": None}
 
@@ -103,5 +136,6 @@ register_method(
         count=count_pairs,
         metrics=("reward_chosen", "reward_rejected", "margin", "accuracy"),
         needs=_needs,
+        prepare_data=precompute_reference,
     ),
 )

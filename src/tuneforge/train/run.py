@@ -173,6 +173,8 @@ def run_training(
         layout.data_report.write_text(report.full_text(), encoding="utf-8")
         for hook in hooks:
             hook.before_training(loaded.model, loaded.tokenizer)
+        if method.prepare_data is not None:
+            method.prepare_data(train + val, loaded.model, config.method)
         objective = method.bind(config.method, extra_models(method, config, loaded, base_dir))
         keep = _ewc_samples(config, loaded, base_dir)  # the old model's behaviour, before the adapter
 
