@@ -65,12 +65,15 @@ class LossSums(NamedTuple):
 @dataclass
 class MethodModels:
     """What a method's loss may use besides the model being trained: the tokenizer (to decode what a model
-    generates, e.g. for rule rewards) and the frozen extra models it asked for (None where it needs none)."""
+    generates, e.g. for rule rewards), the frozen extra models it asked for (None where it needs none), and
+    `state`: numbers the method carries from step to step (e.g. an adaptive KL coefficient), saved in checkpoints
+    so that a resumed run continues with them."""
 
     tokenizer: Any = None
     reference: Any = None
     reward: Any = None
     teacher: Any = None
+    state: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

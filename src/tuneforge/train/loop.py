@@ -162,6 +162,7 @@ class _Trainer:
         known = set(LoopState.__dataclass_fields__)
         self.state = LoopState(**{k: v for k, v in saved["loop"].items() if k in known})
         self.log.replace(saved["metrics"])
+        self.objective.models.state.update(saved.get("method_state", {}))
         self.saved_step = self.resumed_from = self.state.step
         if self.context.checkpoints is not None:
             self.context.checkpoints.discard_after(self.state.step)
@@ -183,6 +184,7 @@ class _Trainer:
             "data": {"epoch": self.state.epoch, "index": self.state.index, "shuffle_seed": self.settings.seed},
             "loop": asdict(self.state),
             "metrics": self.log.records,
+            "method_state": dict(self.objective.models.state),
         }
         path = store.save(self.state.step, self.model, tensors, info, self.state.best_step)
         self.saved_step = self.state.step
