@@ -186,6 +186,15 @@ def test_a_reward_model_ranks_held_out_pairs_and_loads_back_as_a_scorer(tiny_lla
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 10
     if adapter["name"] != "lora":
         return
+    evaluated = run_cli(
+        "eval", str(tmp_path / "rm"), "--pairs", "preference_demo", "--max-samples", "16", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-1500:]
+    ranking = json.loads((tmp_path / "rm" / "eval" / "ranking.json").read_text())
+    assert ranking["pairs"] == 16 and ranking["accuracy"] >= 0.8 and ranking["margin"] > 0
+    assert f"{100 * ranking['accuracy']:.1f}% of 16 pairs ranked right" in " ".join(evaluated.stderr.split())
+    not_a_reward_run = run_cli("eval", str(tiny_llama_dir), "--pairs", "preference_demo", cwd=tmp_path)
+    assert not_a_reward_run.returncode == 2 and "is not a reward-model run" in not_a_reward_run.stderr
     # the reward model as GRPO's reward: its scores are what the policy is trained on
     grpo = {
         "name": "grpo",

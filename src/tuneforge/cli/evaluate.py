@@ -3,6 +3,7 @@
   --data FILE      validation loss and perplexity (any format tuneforge reads)
   --mc DIR         MMLU / C-Eval / CMMLU folder: per-subject accuracy by option log-likelihood, few-shot
   --predict FILE   answers to each row's prompt vs its reference answer: BLEU-4, ROUGE-1/2/L
+  --pairs FILE     a reward model (a method.name=reward run) ranking chosen/rejected pairs: accuracy and margin
 
 Results go to RUN_DIR/eval/*.json (or --out) and, for a run directory, into its model card.
 """
@@ -34,6 +35,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--subjects", help="comma-separated subjects (default: all)")
     parser.add_argument("--shots", type=int, default=5, help="solved dev examples before each question")
     parser.add_argument("--predict", action="append", default=[], help="dataset with reference answers (repeatable)")
+    parser.add_argument(
+        "--pairs", action="append", default=[], help="preference pairs ranked by a reward-model run (repeatable)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--max-samples", type=int, help="at most N rows per data file")
     parser.add_argument("--cutoff-len", type=int, default=1024)
@@ -91,6 +95,22 @@ def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]
     return {**metrics, "items": len(rows), "data": args.predict}
 
 
+def _pairs(args: argparse.Namespace) -> dict[str, Any]:
+    from tuneforge.data.build import data_sources
+    from tuneforge.data.pipeline import CleaningOptions, read_sources
+    from tuneforge.data.quality import DataReport
+    from tuneforge.errors import UserError
+    from tuneforge.eval.ranking import rank_pairs
+    from tuneforge.methods.reward import load_reward_model
+
+    data = _data_section(args, args.pairs)
+    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
+    pairs = [c for c in read_sources(data_sources(data, Path.cwd()), options, DataReport()) if c.kind == "preference"]
+    if not pairs:
+        raise UserError(f"--pairs {', '.join(args.pairs)}: no chosen/rejected pairs found")
+    return {**rank_pairs(load_reward_model(args.model), pairs), "data": args.pairs}
+
+
 def _mc(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
     from tuneforge.eval.multiple_choice import load_benchmark, score_benchmark
 
@@ -118,6 +138,11 @@ def _print(results: dict[str, dict[str, Any]]) -> list[str]:
         r = results["predict"]
         names = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
         lines.append(f"generation on {r['items']} prompts: " + ", ".join(f"{n} {r[n]:.2f}" for n in names))
+    if "ranking" in results:
+        r = results["ranking"]
+        lines.append(
+            f"reward model: {100 * r['accuracy']:.1f}% of {r['pairs']} pairs ranked right, margin {r['margin']:.3f}"
+        )
     for line in lines:
         console.print(line, highlight=False)
     return lines
@@ -128,12 +153,14 @@ def run(args: argparse.Namespace) -> int:
     from tuneforge.models.load import load_model
     from tuneforge.models.rundir import append_to_model_card, is_run_dir
 
-    if not (args.data or args.mc or args.predict):
-        raise UserError("nothing to evaluate: give --data FILE, --mc DIR and/or --predict FILE")
+    if not (args.data or args.mc or args.predict or args.pairs):
+        raise UserError("nothing to evaluate: give --data FILE, --mc DIR, --predict FILE and/or --pairs FILE")
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(args.model)
     results: dict[str, dict[str, Any]] = {}
+    if args.pairs:
+        results["ranking"] = _pairs(args)
+    loaded = load_model(args.model) if args.data or args.mc or args.predict else None
     if args.data:
         results["loss"] = _loss(args, loaded)
     if args.mc:
