@@ -226,3 +226,18 @@ def test_precomputed_reference_gives_the_run_a_frozen_copy_gives(tiny_llama_dir:
             if key in live:
                 assert stored[key] == pytest.approx(live[key], abs=1e-4), (key, live, stored)
     assert runs[True][-1]["margin"] > 0
+
+
+def test_train_replay_puts_general_data_into_every_step(tiny_llama_dir: Path, tmp_path: Path):
+    config = write_run_config(
+        tmp_path / "replay.yaml", tiny_llama_dir, tmp_path / "run", {"name": "sft"},
+        data={"train": ["identity"], "variables": {"name": "A", "author": "B"}, "packing": False, "val_size": 0},
+        train={"max_steps": 3, "batch_size": 2, "grad_accum": 2, "replay": {"data": ["arithmetic_train"], "share": 0.5}},
+    )  # fmt: skip
+    result = run_cli("train", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replay: 200 samples from arithmetic_train, 50% of every step's rows" in " ".join(result.stderr.split())
+    # 54 identity rows, 2 of the 4 rows per step are new data: 27 steps per epoch
+    assert read_metrics(tmp_path / "run")[-1]["epoch"] == pytest.approx(3 / 27, abs=1e-3)
+    wrong = run_cli("train", str(config), "train.batch_size=1", "train.grad_accum=1", "output.dir=x", cwd=tmp_path)
+    assert wrong.returncode == 2 and "at least 2 rows per step" in wrong.stderr

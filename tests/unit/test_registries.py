@@ -121,7 +121,16 @@ def test_cli_choices_come_from_the_registries() -> None:
 
 
 def test_every_train_key_reaches_the_loop_or_is_used_before_it() -> None:
-    before_the_loop = {"num_threads", "deterministic", "save_steps", "save_total_limit", "resume", "report_to", "ewc"}
+    before_the_loop = {
+        "num_threads",
+        "deterministic",
+        "save_steps",
+        "save_total_limit",
+        "resume",
+        "report_to",
+        "ewc",
+        "replay",
+    }
     assert set(LOOP_TRAIN_KEYS) | before_the_loop == set(TrainSection.model_fields), (
         "a new train.* key must be a LoopSettings field (same name) or be used in train/run.py before the loop"
     )

@@ -14,6 +14,7 @@ __all__ = [
     "MethodParams",
     "ModelSection",
     "OutputSection",
+    "ReplayShareSection",
     "ReplaySection",
     "RunConfig",
     "Section",
@@ -160,6 +161,18 @@ class EwcSection(Section):
     weight: float = Field(1000.0, gt=0, description="λ: strength of the pull back towards the old weights.")
 
 
+class ReplayShareSection(Section):
+    data: list[str] = Field(
+        description="General data (files, folders or bundled names) of which a share goes into every step."
+    )
+    share: float = Field(0.2, gt=0, lt=1, description="Share of every optimizer step's rows taken from that data.")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class TrainSection(Section):
     learning_rate: float = Field(1.0e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
@@ -224,6 +237,11 @@ class TrainSection(Section):
         False,
         description="Continue from a checkpoint: auto (or true) = the newest one in output.dir, a path = that "
         "checkpoint folder; false starts afresh.",
+    )
+    replay: ReplayShareSection | None = Field(
+        None,
+        description="Continual learning: a share of every step comes from general data ({data: [file], share: "
+        "0.2}), so no step trains on the new data alone.",
     )
     ewc: EwcSection | None = Field(
         None,

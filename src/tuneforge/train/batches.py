@@ -13,7 +13,17 @@ from tuneforge.data.render import RenderedSample
 from tuneforge.methods.base import Batch, Objective
 from tuneforge.train.settings import LoopSettings
 
-__all__ = ["collate_rows", "micro_batches", "plan_steps", "step_groups", "to_device", "token_total", "training_rows"]
+__all__ = [
+    "collate_rows",
+    "micro_batches",
+    "plan_steps",
+    "replay_rows_per_step",
+    "replay_step_groups",
+    "step_groups",
+    "to_device",
+    "token_total",
+    "training_rows",
+]
 
 
 def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list[list[int]]:
@@ -23,10 +33,21 @@ def training_rows(samples: list[RenderedSample], settings: LoopSettings) -> list
     return best_fit_packs([sample.total_tokens for sample in samples], settings.cutoff_len)
 
 
+def replay_rows_per_step(settings: LoopSettings) -> int:
+    """How many of a step's rows come from the replay data (train.replay): the share, at least 1, never all."""
+    if settings.replay_share <= 0:
+        return 0
+    per_step = settings.batch_size * settings.grad_accum
+    return min(per_step - 1, max(1, round(settings.replay_share * per_step)))
+
+
 def plan_steps(num_rows: int, settings: LoopSettings) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) for `num_rows` rows per epoch (see `training_rows`)."""
-    micro_batches = math.ceil(num_rows / settings.batch_size)
-    per_epoch = math.ceil(micro_batches / settings.grad_accum)
+    replayed = replay_rows_per_step(settings)
+    if replayed:
+        per_epoch = math.ceil(num_rows / (settings.batch_size * settings.grad_accum - replayed))
+    else:
+        per_epoch = math.ceil(math.ceil(num_rows / settings.batch_size) / settings.grad_accum)
     total = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(settings.epochs * per_epoch))
     return per_epoch, total
 
@@ -51,6 +72,29 @@ def step_groups(
         for position, start in enumerate(starts):
             if position >= index:
                 yield epoch, position, micro[start : start + settings.grad_accum]
+        epoch, index = epoch + 1, 0
+
+
+def replay_step_groups(
+    rows: list[list[int]], replay: list[list[int]], settings: LoopSettings, epoch: int = 0, index: int = 0
+) -> Iterator[tuple[int, int, list[list[list[int]]]]]:
+    """Like `step_groups`, with `replay_rows_per_step` rows of every step drawn from `replay` (train.replay).
+
+    The replay rows run through their own seeded order, continuing where the previous step stopped, so a data
+    position (epoch, index) still fixes all that follows; within a step the rows are shuffled together.
+    """
+    replayed = replay_rows_per_step(settings)
+    fresh = settings.batch_size * settings.grad_accum - replayed
+    while True:
+        order = list(rows)
+        random.Random(settings.seed + epoch).shuffle(order)
+        replay_order = list(replay)
+        random.Random(settings.seed + 7919 * (epoch + 1)).shuffle(replay_order)
+        for position in range(index, math.ceil(len(order) / fresh)):
+            step_rows = order[position * fresh : (position + 1) * fresh]
+            step_rows += [replay_order[(position * replayed + j) % len(replay_order)] for j in range(replayed)]
+            random.Random(settings.seed + 104729 * epoch + position).shuffle(step_rows)
+            yield epoch, position, micro_batches(step_rows, settings.batch_size)
         epoch, index = epoch + 1, 0
 
 

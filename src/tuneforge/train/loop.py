@@ -27,7 +27,15 @@ from tuneforge.data.render import RenderedSample
 from tuneforge.errors import UserError
 from tuneforge.methods.base import Objective
 from tuneforge.progress import progress_bar
-from tuneforge.train.batches import collate_rows, plan_steps, step_groups, to_device, token_total, training_rows
+from tuneforge.train.batches import (
+    collate_rows,
+    plan_steps,
+    replay_step_groups,
+    step_groups,
+    to_device,
+    token_total,
+    training_rows,
+)
 from tuneforge.train.callbacks import MetricsLog, check_finite
 from tuneforge.train.checkpoint import (
     CheckpointStore,
@@ -57,6 +65,7 @@ class LoopContext:
         reporters: objects with `log(record)` (TensorBoard, W&B, MLflow).
         parameter_groups: the adapter's own optimizer groups (e.g. LoRA+), if it has them.
         regularizer: model → a penalty added to every optimizer step's loss (e.g. EWC), logged as `penalty`.
+        replay: samples of general data; `settings.replay_share` of every step's rows come from them.
     """
 
     on_eval: Callable[[], None] | None = None
@@ -65,6 +74,7 @@ class LoopContext:
     reporters: list[Any] = field(default_factory=list)
     parameter_groups: ParameterGroupsHook | None = None
     regularizer: Callable[[Any], torch.Tensor] | None = None
+    replay: list[RenderedSample] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +136,12 @@ class _Trainer:
                 "train.early_stopping_patience needs validation data: set data.val_size > 0 or give data.eval"
             )
         self.rows = training_rows(self.train, settings)
+        self.samples = self.train + context.replay  # row indices point into this list; replay rows come last
+        self.replay_rows = [[len(self.train) + i for i in row] for row in training_rows(context.replay, settings)]
+        if settings.replay_share and (not self.replay_rows or settings.batch_size * settings.grad_accum < 2):
+            raise UserError(
+                "train.replay needs replay data and at least 2 rows per step (train.batch_size × train.grad_accum)"
+            )
         self.per_epoch, self.total = plan_steps(len(self.rows), settings)
         self.eval_every = settings.eval_steps or max(1, self.total // 5)
         self.amp = prepare_model(model, settings)
@@ -200,7 +216,7 @@ class _Trainer:
         batches = [
             to_device(batch, self.device)
             for micro in group
-            for batch in collate_rows(self.objective, self.train, micro, self.settings)
+            for batch in collate_rows(self.objective, self.samples, micro, self.settings)
         ]
         step = self.state.step + 1
         result = optimizer_step(
@@ -220,7 +236,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         s = self.state
         s.train_seconds += time.perf_counter() - started
-        s.seen_tokens += token_total(self.train, group)
+        s.seen_tokens += token_total(self.samples, group)
         s.step, s.last_loss = step, loss
         return {
             "step": step,
@@ -320,7 +336,10 @@ class _Trainer:
         """Train from the current state to the last step, early stopping or Ctrl-C."""
         self.model.train()
         s = self.state
-        groups = step_groups(self.rows, self.settings, s.epoch, s.index)
+        if self.settings.replay_share:
+            groups = replay_step_groups(self.rows, self.replay_rows, self.settings, s.epoch, s.index)
+        else:
+            groups = step_groups(self.rows, self.settings, s.epoch, s.index)
         stopped_early = False
         with stop_requests() as stop_requested, progress_bar("training", self.total, completed=s.step) as advance:
             while s.step < self.total:

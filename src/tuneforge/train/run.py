@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import DataSection, RunConfig
 from tuneforge.data.build import build_dataset
 from tuneforge.data.quality import DataReport
 from tuneforge.data.templates import ensure_chat_template
@@ -124,6 +124,26 @@ def extra_models(method: Method, config: RunConfig, loaded: LoadedModel, base_di
     return models
 
 
+def _replay_samples(config: RunConfig, method: Method, tokenizer: Any, base_dir: Path | None) -> list[Any]:
+    """train.replay: the general data a share of every step comes from, rendered like the training data."""
+    replay = config.train.replay
+    if replay is None:
+        return []
+    d = config.data
+    section = DataSection(
+        train=replay.data, val_size=0, cutoff_len=d.cutoff_len, variables=d.variables, template=d.template,
+        dedup="none", max_drop_ratio=1.0, packing=d.packing, cache=d.cache,
+    )  # fmt: skip
+    prepared, _ = build_dataset(section, tokenizer, config.train.seed, base_dir, cache_dir=data_cache_dir())
+    if not prepared.train:
+        raise UserError(f"train.replay: no usable sample in {', '.join(replay.data)} ({prepared.report.summary()})")
+    method.check_data(config.method.name, {s.kind for s in prepared.train})
+    console.print(
+        f"replay: {len(prepared.train)} samples from {', '.join(replay.data)}, {replay.share:.0%} of every step's rows"
+    )
+    return prepared.train
+
+
 def _ewc_samples(config: RunConfig, loaded: LoadedModel, base_dir: Path | None) -> list[Any]:
     """train.ewc: the base model's answers to general prompts, rendered ([] without EWC)."""
     ewc = config.train.ewc
@@ -195,7 +215,8 @@ def run_training(
         fingerprints = run_fingerprints(resume_guard(config), train, val)
         t = config.train
         store = checkpoint_store(run_dir, t.save_steps, t.save_total_limit, fingerprints, resume, force)
-        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups, regularizer)
+        replay = _replay_samples(config, method, loaded.tokenizer, base_dir)
+        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups, regularizer, replay)
         result = train_loop(model, objective, train, val, settings, metrics, context)
         plot()
         model.eval()

@@ -16,7 +16,8 @@ class LoopSettings:
 
     Fields named like a `train:` key take that key's value (see `from_config`); their meaning is documented on
     the schema. `packing` says whether rows are best-fit packs of samples, `cutoff_len` is a pack's capacity in
-    tokens and `pad_id` pads unpacked batches.
+    tokens and `pad_id` pads unpacked batches. `replay_share` is the share of every step's rows that come from
+    the replay data (train.replay).
     """
 
     learning_rate: float
@@ -40,12 +41,14 @@ class LoopSettings:
     dtype: str = "auto"
     gradient_checkpointing: str | bool = False
     early_stopping_patience: int | None = None
+    replay_share: float = 0.0
 
     @classmethod
     def from_config(cls, config: RunConfig, packing: bool, pad_id: int) -> LoopSettings:
         """The loop's settings for `config`: its `train:` keys, the data's cutoff, packing and the pad id."""
         train = {key: getattr(config.train, key) for key in LOOP_TRAIN_KEYS}
-        return cls(**train, packing=packing, pad_id=pad_id, cutoff_len=config.data.cutoff_len)
+        share = config.train.replay.share if config.train.replay is not None else 0.0
+        return cls(**train, packing=packing, pad_id=pad_id, cutoff_len=config.data.cutoff_len, replay_share=share)
 
 
 # The `train:` keys the loop reads; every other train key is used before the loop starts (see train/run.py).
@@ -68,4 +71,5 @@ def resume_guard(config: RunConfig) -> dict[str, Any]:
         "train.weight_decay": t.weight_decay,
         "train.layer_lr_decay": t.layer_lr_decay,
         "train.ewc": t.ewc.model_dump(mode="json") if t.ewc is not None else None,
+        "train.replay": t.replay.model_dump(mode="json") if t.replay is not None else None,
     }
