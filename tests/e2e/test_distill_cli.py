@@ -153,3 +153,19 @@ def test_a_teacher_of_another_vocabulary_is_refused_before_training(tiny_llama_d
     assert result.returncode == 2, result.stderr[-2000:]
     assert "32000" in result.stderr and "768" in result.stderr and "same tokenizer" in result.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_on_policy_distillation_lowers_the_kl_on_the_students_own_answers(
+    distilled: Distilled, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    data = write_memorisation_set(tmp_path / "memorise.jsonl")
+    method = {"name": "distill", "teacher": str(distilled.teacher), "alpha": 1.0, "on_policy": True,
+              "max_new_tokens": 8, "temperature": 1.0}  # fmt: skip
+    config = write_config(
+        tmp_path / "gkd.yaml", tiny_llama_dir, data, tmp_path / "gkd", method=method,
+        train={**TRAIN, "max_steps": 12},
+    )  # fmt: skip
+    _train(config)
+    kl = [record["kl"] for record in read_metrics(tmp_path / "gkd")]
+    assert len(kl) == 12 and all(value >= 0 for value in kl)
+    assert _mean(kl[-3:]) < 0.7 * _mean(kl[:3]), kl

@@ -186,3 +186,14 @@ def test_packed_and_padded_batches_give_the_same_sums(tiny_llama_dir: Path, teac
     for name in ("kl", "ce"):
         assert packed.metrics[name] == pytest.approx(padded.metrics[name], rel=1e-4)
     assert packed.metrics["kl"] > 1.0  # two different random models: a real comparison, not 0 = 0
+
+
+def test_batch_prompts_are_the_tokens_before_each_samples_answer() -> None:
+    from tuneforge.data.packing import collate_packed, collate_padded
+    from tuneforge.data.render import IGNORE_INDEX, RenderedSample
+    from tuneforge.methods.distill import batch_prompts
+
+    first = RenderedSample([1, 2, 3, 4, 5], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 4, 5])
+    second = RenderedSample([6, 7, 8], [IGNORE_INDEX, 7, 8])
+    assert batch_prompts(collate_packed([first, second])) == [[1, 2, 3], [6]]
+    assert batch_prompts(collate_padded([first, second], pad_id=0)) == [[1, 2, 3], [6]]

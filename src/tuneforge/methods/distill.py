@@ -18,8 +18,9 @@ be compared, so a teacher of another vocabulary size is refused.
 Per step it reports `kl`, the KL divergence per supervised token at the training temperature T (without the T²
 factor: the quantity the soft term minimises), and `ce`, the hard-label cross-entropy per supervised token.
 
-The teacher scores the training data, never the student's own samples: on-policy distillation (the student
-generates, the teacher scores its tokens) is not implemented.
+With `on_policy: true` (generalised knowledge distillation, Agarwal et al. 2024) the soft term is taken on
+answers the student samples itself to each prompt of the data, scored token by token by the teacher, so that the
+student learns where its own mistakes lead; the hard term stays on the data's answers.
 """
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from tuneforge.config.schema import MethodParams, RunConfig
+from tuneforge.data.render import IGNORE_INDEX
 from tuneforge.errors import UserError
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
 from tuneforge.methods.loss import supervised_logits, supervised_token_count
+from tuneforge.methods.rollout import answer_batch, can_pack, sample_answers
 from tuneforge.methods.sft import collate_sft
 from tuneforge.models.adapters import ADAPTERS
 from tuneforge.models.rundir import RunLayout, is_run_dir, read_run_record
 from tuneforge.models.zoo import ZOO
 from tuneforge.paths import model_cache_dir
 
-__all__ = ["DistillParams", "declared_vocab_size", "distill_loss", "distill_terms"]
+__all__ = ["DistillParams", "batch_prompts", "declared_vocab_size", "distill_loss", "distill_terms"]
 
 
 class DistillParams(MethodParams):
@@ -62,6 +65,12 @@ class DistillParams(MethodParams):
     temperature: float = Field(
         2.0, gt=0, description="Softmax temperature T of the soft term (its KL is scaled by T²); 1 = no softening."
     )
+    on_policy: bool = Field(
+        False,
+        description="Generalised KD: the soft term is taken on answers the student samples itself to each prompt of "
+        "the data (the teacher scores them) instead of on the data's answers; the hard term stays on the data.",
+    )
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Length limit of the student's samples (on_policy).")
 
 
 def distill_terms(
@@ -91,13 +100,53 @@ def _teacher_logits(teacher: Any, batch: Batch) -> torch.Tensor:
         return supervised_logits(teacher, {key: value.to(device) for key, value in batch.items()})[0]
 
 
+def batch_prompts(batch: Batch) -> list[list[int]]:
+    """The prompt of every sample of an SFT batch (packed or padded): its tokens before the first supervised one."""
+    ids, targets = batch["input_ids"], batch["targets"]
+    if "attention_mask" in batch:
+        spans = [(row, 0, int(batch["attention_mask"][row].sum())) for row in range(ids.shape[0])]
+    else:
+        starts = (batch["position_ids"][0] == 0).nonzero().squeeze(-1).tolist()
+        spans = [(0, s, e) for s, e in zip(starts, [*starts[1:], ids.shape[1]], strict=True)]
+    prompts = []
+    for row, start, end in spans:
+        supervised = (targets[row, start:end] != IGNORE_INDEX).nonzero()
+        first = int(supervised[0]) if len(supervised) else end - start - 1
+        prompts.append(ids[row, start : start + first + 1].tolist())
+    return prompts
+
+
+def _on_policy_kl(model: Any, batch: Batch, params: DistillParams, models: MethodModels) -> torch.Tensor:
+    """Per-token KL(teacher ‖ student) on answers the student samples to the batch's prompts."""
+    tokenizer = models.tokenizer
+    prompts = batch_prompts(batch)
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=batch["input_ids"].device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=ids.device)
+    answers = sample_answers(model, tokenizer, ids, mask, 1, max_new_tokens=params.max_new_tokens)
+    sampled = answer_batch(prompts, answers, can_pack(model), pad, ids.device)
+    student_logits, targets, _ = supervised_logits(model, sampled)
+    teacher_logits = _teacher_logits(models.teacher, sampled).to(student_logits.device)
+    return distill_terms(student_logits, teacher_logits, targets, params.temperature)[0]
+
+
 def distill_loss(model: Any, batch: Batch, params: MethodParams, models: MethodModels) -> LossSums:
-    """alpha · T² · KL + (1 - alpha) · CE, summed over the supervised tokens; metrics: kl (at T) and ce, summed."""
+    """alpha · T² · KL + (1 - alpha) · CE, summed over the supervised tokens; metrics: kl (at T) and ce, summed.
+
+    On-policy, the KL is the mean over the student's sampled tokens, scaled to the batch's supervised tokens (the
+    normaliser), so that the logged `kl` is the mean per sampled token.
+    """
     assert isinstance(params, DistillParams)
     assert models.teacher is not None, "the run loads the teacher (see needs)"
-    teacher_logits = _teacher_logits(models.teacher, batch)
     student_logits, targets, _ = supervised_logits(model, batch)
-    kl, ce = distill_terms(student_logits, teacher_logits.to(student_logits.device), targets, params.temperature)
+    if params.on_policy:
+        ce = F.cross_entropy(student_logits, targets, reduction="none")
+        sampled_kl = _on_policy_kl(model, batch, params, models)
+        kl = sampled_kl.mean().expand(len(targets)) if len(sampled_kl) else torch.zeros_like(ce)
+    else:
+        teacher_logits = _teacher_logits(models.teacher, batch)
+        kl, ce = distill_terms(student_logits, teacher_logits.to(student_logits.device), targets, params.temperature)
     kl_sum, ce_sum = kl.sum(), ce.sum()
     loss = params.alpha * params.temperature**2 * kl_sum + (1 - params.alpha) * ce_sum
     return LossSums(loss, {"kl": float(kl_sum.detach()), "ce": float(ce_sum.detach())})
