@@ -468,3 +468,34 @@ def test_orpo_gradient_is_finite_for_a_near_certain_chosen_answer() -> None:
     assert torch.isfinite(values).all()
     values.sum().backward()
     assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------------- reward model
+
+
+@pytest.mark.parametrize(("seed", "pairs", "center"), [(0, 1, None), (1, 6, None), (2, 5, 0.01), (3, 16, 0.3)])
+def test_bradley_terry_matches_trl_reward_trainer(seed: int, pairs: int, center: float | None) -> None:
+    from trl.trainer.reward_trainer import RewardTrainer
+
+    from tuneforge.methods.preference import bradley_terry_losses
+
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(2 * pairs, 1, generator=generator, dtype=F64) * 3
+    stub = _trainer_stub(args=SimpleNamespace(center_rewards_coefficient=center))
+
+    def model(**_: Any) -> SimpleNamespace:
+        return SimpleNamespace(logits=scores)  # TRL's batch is [chosen..., rejected...]
+
+    inputs = {"input_ids": torch.zeros(2 * pairs, 3, dtype=torch.long), "attention_mask": torch.ones(2 * pairs, 3)}
+    expected = RewardTrainer.compute_loss(stub, model, inputs)
+    chosen, rejected = scores[:pairs, 0], scores[pairs:, 0]
+    got = bradley_terry_losses(chosen, rejected, center or 0.0).mean()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bradley_terry_hand_computed() -> None:
+    from tuneforge.methods.preference import bradley_terry_losses
+
+    # s_c = 1.5, s_r = 0.5: -log σ(1) = log(1 + e^-1) = 0.31326168751822286; centring 0.1·(2)² = 0.4
+    got = bradley_terry_losses(torch.tensor([1.5], dtype=F64), torch.tensor([0.5], dtype=F64), 0.1)
+    torch.testing.assert_close(got, torch.tensor([0.31326168751822286 + 0.4], dtype=F64))

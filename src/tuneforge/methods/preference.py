@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PAIR_LOSSES", "REFERENCE_FREE", "kto_losses", "log1mexp", "pair_losses"]
+__all__ = ["PAIR_LOSSES", "REFERENCE_FREE", "bradley_terry_losses", "kto_losses", "log1mexp", "pair_losses"]
 
 PAIR_LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
 REFERENCE_FREE = frozenset({"orpo", "simpo"})
@@ -77,6 +77,12 @@ def pair_losses(
     else:
         raise ValueError(f"unknown preference loss {loss!r}; use one of {', '.join(PAIR_LOSSES)}")
     return values, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
+
+
+def bradley_terry_losses(chosen: torch.Tensor, rejected: torch.Tensor, center: float = 0.0) -> torch.Tensor:
+    """Reward-model loss per pair: -log σ(s_c - s_r) (Ouyang et al. 2022, eq. 1), plus center·(s_c + s_r)², which
+    keeps the scores centred on 0 (Eisenstein et al. 2023; TRL's center_rewards_coefficient)."""
+    return -F.logsigmoid(chosen - rejected) + center * (chosen + rejected) ** 2
 
 
 def kto_losses(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 
@@ -27,6 +26,7 @@ from tuneforge.errors import UserError
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
 from tuneforge.methods.dpo import collate_pairs, count_pairs
 from tuneforge.methods.loss import collate_sequences
+from tuneforge.methods.preference import bradley_terry_losses
 from tuneforge.methods.rewards import REWARDS
 from tuneforge.models.load import load_model
 
@@ -48,8 +48,8 @@ class RewardParams(MethodParams):
     """`method: {name: reward}`."""
 
     name: Literal["reward"] = Field("reward", description="Training method.")
-    margin_penalty: float = Field(
-        0.0, ge=0, description="Weight of a penalty on the squared scores (keeps them centred around 0)."
+    center_rewards_coefficient: float = Field(
+        0.0, ge=0, description="Weight of (score_chosen + score_rejected)², which keeps the scores centred on 0."
     )
 
 
@@ -93,9 +93,7 @@ def reward_loss(model: Any, batch: Batch, params: MethodParams, models: MethodMo
     assert isinstance(params, RewardParams)
     scores = sequence_scores(model, batch)
     chosen, rejected = scores[0::2], scores[1::2]
-    values = -F.logsigmoid(chosen - rejected)
-    if params.margin_penalty:
-        values = values + params.margin_penalty * (chosen**2 + rejected**2)
+    values = bradley_terry_losses(chosen, rejected, params.center_rewards_coefficient)
     margin = (chosen - rejected).detach()
     metrics = {"accuracy": float((margin > 0).float().sum()), "margin": float(margin.sum())}
     return LossSums(values.sum(), metrics)
