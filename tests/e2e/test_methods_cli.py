@@ -78,10 +78,12 @@ def test_prompt_tuning_trains_dpo_on_padded_pairs(tiny_llama_dir: Path, tmp_path
     assert margins[-1] > margins[0], margins
 
 
-def test_kto_lifts_desirable_answers_over_undesirable_ones(tiny_llama_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("adapter", [{"name": "lora", "r": 8, "alpha": 16}, {"name": "full"}], ids=["lora", "full"])
+def test_kto_lifts_desirable_answers_over_undesirable_ones(tiny_llama_dir: Path, tmp_path: Path, adapter):
+    lr = 5.0e-3 if adapter["name"] == "lora" else 3.0e-4
     config = write_run_config(
-        tmp_path / "kto.yaml", tiny_llama_dir, tmp_path / "run", {"name": "kto", "beta": 0.1},
-        data={"train": ["kto_demo"]}, train={"batch_size": 4},
+        tmp_path / "kto.yaml", tiny_llama_dir, tmp_path / "run", {"name": "kto", "beta": 0.1}, adapter=adapter,
+        data={"train": ["kto_demo"]}, train={"batch_size": 4, "learning_rate": lr},
     )  # fmt: skip
     records = train(config)
     assert records[0]["loss"] == pytest.approx(0.5, abs=1e-4)  # σ(0) everywhere at the start
