@@ -19,9 +19,14 @@ from pydantic import Field
 from tuneforge.config.schema import MethodParams, RunConfig
 from tuneforge.data.render import RenderedSample
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
-from tuneforge.methods.loss import collate_sequences, reference_log_probs, sequence_count, sequence_log_probs
+from tuneforge.methods.loss import (
+    collate_sequences,
+    frozen_reference,
+    reference_log_probs,
+    sequence_count,
+    sequence_log_probs,
+)
 from tuneforge.methods.preference import REFERENCE_FREE, pair_losses
-from tuneforge.models.adapters import ADAPTERS
 from tuneforge.progress import progress_bar
 
 __all__ = ["DpoParams", "collate_pairs", "dpo_loss", "precompute_reference"]
@@ -121,9 +126,7 @@ def _needs(config: RunConfig) -> dict[str, str | None]:
     """A frozen copy of the base as reference, unless the loss needs none or the adapter can be disabled."""
     params = config.method
     assert isinstance(params, DpoParams)
-    if params.loss in REFERENCE_FREE or params.precompute_reference or ADAPTERS.get(config.adapter.name).can_disable:
-        return {}
-    return {"reference": None}
+    return frozen_reference(config, params.loss not in REFERENCE_FREE and not params.precompute_reference)
 
 
 register_method(

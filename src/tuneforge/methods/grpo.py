@@ -36,6 +36,7 @@ from tuneforge.config.schema import MethodParams, RunConfig
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
 from tuneforge.errors import UserError
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, Metric, register_method
+from tuneforge.methods.loss import frozen_reference
 from tuneforge.methods.rewards import ExactAnswerReward, RewardSpec, resolve_rewards, reward_names, score_answer
 from tuneforge.methods.rollout import (
     answer_batch,
@@ -45,7 +46,6 @@ from tuneforge.methods.rollout import (
     token_log_probs,
     unpadded,
 )
-from tuneforge.models.adapters import ADAPTERS
 
 __all__ = [
     "GrpoParams",
@@ -261,9 +261,7 @@ def _needs(config: RunConfig) -> dict[str, str | None]:
     """A frozen copy of the base as reference, unless beta is 0 or the adapter can be disabled."""
     params = config.method
     assert isinstance(params, GrpoParams)
-    if params.beta == 0 or ADAPTERS.get(config.adapter.name).can_disable:
-        return {}
-    return {"reference": None}
+    return frozen_reference(config, params.beta != 0)
 
 
 register_method(

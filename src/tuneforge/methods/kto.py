@@ -14,12 +14,11 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from tuneforge.config.schema import MethodParams, RunConfig
+from tuneforge.config.schema import MethodParams
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
-from tuneforge.methods.loss import collate_sequences, reference_log_probs, sequence_log_probs
+from tuneforge.methods.loss import collate_sequences, frozen_reference, reference_log_probs, sequence_log_probs
 from tuneforge.methods.preference import kto_losses
-from tuneforge.models.adapters import ADAPTERS
 
 __all__ = ["KtoParams", "collate_kto", "kto_loss", "mismatched"]
 
@@ -89,10 +88,6 @@ def kto_loss(model: Any, batch: Batch, params: MethodParams, models: MethodModel
     return LossSums(values.sum(), metrics)
 
 
-def _needs(config: RunConfig) -> dict[str, str | None]:
-    return {} if ADAPTERS.get(config.adapter.name).can_disable else {"reference": None}
-
-
 register_method(
     "kto",
     Method(
@@ -102,6 +97,6 @@ register_method(
         loss=kto_loss,
         count=count_samples,
         metrics=("reward_desirable", "reward_undesirable", "kl"),
-        needs=_needs,
+        needs=frozen_reference,
     ),
 )

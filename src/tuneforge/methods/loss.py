@@ -7,13 +7,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tuneforge.config.schema import RunConfig
 from tuneforge.data.packing import collate_packed, collate_padded
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
-from tuneforge.models.adapters import adapter_disabled, prepended_tokens
+from tuneforge.models.adapters import ADAPTERS, adapter_disabled, prepended_tokens
 
 __all__ = [
     "causal_lm_loss_sum",
     "collate_sequences",
+    "frozen_reference",
     "reference_log_probs",
     "sequence_count",
     "sequence_log_probs",
@@ -102,6 +104,12 @@ def sequence_count(batch: dict[str, torch.Tensor]) -> int:
     if "sequence_ids" in batch:
         return int(batch["sequence_ids"].max()) + 1 if batch["sequence_ids"].numel() else 0
     return int(batch["targets"].shape[0])
+
+
+def frozen_reference(config: RunConfig, needed: bool = True) -> dict[str, str | None]:
+    """`Method.needs` for methods that compare with the reference: a frozen copy of the base (source None) when
+    `needed` and the adapter cannot simply be switched off to give the base model's outputs, else nothing."""
+    return {"reference": None} if needed and not ADAPTERS.get(config.adapter.name).can_disable else {}
 
 
 def reference_log_probs(model: Any, reference: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -28,10 +28,9 @@ from tuneforge.data.render import IGNORE_INDEX
 from tuneforge.errors import UserError
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
 from tuneforge.methods.grpo import answer_means, collate_prompts, count_prompts
-from tuneforge.methods.loss import supervised_logits
+from tuneforge.methods.loss import frozen_reference, supervised_logits
 from tuneforge.methods.rewards import ExactAnswerReward, RewardSpec, resolve_rewards, score_answer
 from tuneforge.methods.rollout import answer_batch, can_pack, reference_token_log_probs, sample_answers, unpadded
-from tuneforge.models.adapters import ADAPTERS
 
 __all__ = ["PpoParams", "adaptive_kl", "attach_value_head", "gae", "ppo_loss", "token_rewards"]
 
@@ -190,10 +189,6 @@ def _check(config: RunConfig) -> None:
     resolve_rewards(config.method.rewards, config.plugins)  # type: ignore[attr-defined]
 
 
-def _needs(config: RunConfig) -> dict[str, str | None]:
-    return {} if ADAPTERS.get(config.adapter.name).can_disable else {"reference": None}
-
-
 register_method(
     "ppo",
     Method(
@@ -204,7 +199,7 @@ register_method(
         count=count_prompts,
         metrics=("reward", "kl", "kl_coef", "value_loss", "answer_tokens"),
         packing=False,
-        needs=_needs,
+        needs=frozen_reference,
         check=_check,
         prepare=attach_value_head,
     ),
