@@ -33,11 +33,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    from tuneforge.models.rundir import RunLayout, is_run_dir
+    from tuneforge.cli.options import output_dir
 
-    if args.out:
-        return Path(args.out)
-    return RunLayout(Path(args.tuned)).eval if is_run_dir(args.tuned) else Path("compare")
+    return output_dir(args.out, args.tuned, "compare")
 
 
 def _run_variables(tuned: str) -> dict[str, str]:

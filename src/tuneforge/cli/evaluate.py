@@ -47,11 +47,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    from tuneforge.models.rundir import RunLayout, is_run_dir
+    from tuneforge.cli.options import output_dir
 
-    if args.out:
-        return Path(args.out)
-    return RunLayout(Path(args.model)).eval if is_run_dir(args.model) else Path("eval")
+    return output_dir(args.out, args.model, "eval")
 
 
 def _data_section(args: argparse.Namespace, files: list[str]) -> Any:
@@ -79,15 +77,21 @@ def _loss(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
     return {**result, "data": args.data, "rows": prepared.report.summary()}
 
 
-def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]:
+def _conversations(args: argparse.Namespace, files: list[str]) -> list[Any]:
+    """The rows of `files` as conversations, in file order, none dropped for being repeated."""
     from tuneforge.data.build import data_sources
     from tuneforge.data.pipeline import CleaningOptions, read_sources
     from tuneforge.data.quality import DataReport
+
+    data = _data_section(args, files)
+    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
+    return read_sources(data_sources(data, Path.cwd()), options, DataReport())
+
+
+def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]:
     from tuneforge.eval.predict import predict_and_score
 
-    data = _data_section(args, args.predict)
-    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
-    conversations = read_sources(data_sources(data, Path.cwd()), options, DataReport())
+    conversations = _conversations(args, args.predict)
     metrics, rows = predict_and_score(loaded.model, loaded.tokenizer, conversations, args.max_new_tokens)
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for row in rows:
@@ -96,16 +100,11 @@ def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]
 
 
 def _pairs(args: argparse.Namespace) -> dict[str, Any]:
-    from tuneforge.data.build import data_sources
-    from tuneforge.data.pipeline import CleaningOptions, read_sources
-    from tuneforge.data.quality import DataReport
     from tuneforge.errors import UserError
     from tuneforge.eval.ranking import rank_pairs
     from tuneforge.methods.reward import load_reward_model
 
-    data = _data_section(args, args.pairs)
-    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
-    pairs = [c for c in read_sources(data_sources(data, Path.cwd()), options, DataReport()) if c.kind == "preference"]
+    pairs = [c for c in _conversations(args, args.pairs) if c.kind == "preference"]
     if not pairs:
         raise UserError(f"--pairs {', '.join(args.pairs)}: no chosen/rejected pairs found")
     return {**rank_pairs(load_reward_model(args.model), pairs), "data": args.pairs}
