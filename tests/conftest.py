@@ -49,3 +49,39 @@ def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fixtures.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the scenario marker (see tests/scenarios.py)."""
+    config.addinivalue_line("markers", "scenario(id): proves a reliability scenario of tests/scenarios.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scenario marker must name a known scenario."""
+    from scenarios import SCENARIOS
+
+    for item in items:
+        for mark in item.iter_markers("scenario"):
+            if not mark.args or mark.args[0] not in SCENARIOS:
+                raise pytest.UsageError(f"{item.nodeid}: unknown scenario {mark.args!r}; see tests/scenarios.py")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With TUNEFORGE_SCENARIO_RECORD set, append each scenario test's outcome there (for make reliability)."""
+    record = os.environ.get("TUNEFORGE_SCENARIO_RECORD")
+    scenario = dict(report.user_properties).get("scenario")
+    if not record or not scenario or (report.when != "call" and report.outcome == "passed"):
+        return
+    import json
+
+    row = {"scenario": scenario, "test": report.nodeid, "outcome": report.outcome, "duration": report.duration}
+    with open(record, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _scenario_property(request: pytest.FixtureRequest) -> None:
+    """Carry a test's scenario id into its report (read by pytest_runtest_logreport)."""
+    mark = request.node.get_closest_marker("scenario")
+    if mark is not None:
+        request.node.user_properties.append(("scenario", mark.args[0]))

@@ -47,6 +47,7 @@ def _stdout() -> Any:
 
 def _config(args: argparse.Namespace) -> tuple[Any, Path | None]:
     import tuneforge.methods  # noqa: F401  (registers the method and adapter parameters configs are checked against)
+    from tuneforge.cli.options import apply_config_access
     from tuneforge.config.load import load_config
     from tuneforge.errors import UserError
 
@@ -57,7 +58,9 @@ def _config(args: argparse.Namespace) -> tuple[Any, Path | None]:
     if target.suffix.lower() in (".yaml", ".yml"):
         if not target.is_file():
             raise UserError(f"config file {target} not found")
-        return load_config(target, overrides), target.resolve().parent
+        config = load_config(target, overrides)
+        apply_config_access(config, str(target))
+        return config, target.resolve().parent
     if not target.exists():
         raise UserError(f"{target} not found: give a YAML config or a data file / folder")
     config = load_config(None, overrides)

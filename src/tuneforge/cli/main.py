@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterable
 
 from tuneforge import __version__
 from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train
+from tuneforge.cli.options import add_model_access, apply_command_line_access
 from tuneforge.errors import UserError
 
 __all__ = ["main"]
 
 VERBS = (train, data, compare, evaluate, export, chat, serve, models, env)
+MODEL_VERBS = (train, data, compare, evaluate, export, chat, serve)  # they get --trust-remote-code and --online
 
 
 def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -31,6 +33,8 @@ def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
     for verb in VERBS:
         if wanted is None or verb.NAME in wanted:
             verb.add_parser(sub)
+            if verb in MODEL_VERBS:
+                add_model_access(sub.choices[verb.NAME])
         else:
             sub.add_parser(verb.NAME, help=verb.HELP)
     return parser
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_requested_verb(argv)).parse_args(argv)
     _configure_logging(args.debug)
+    apply_command_line_access(args)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from tuneforge.access import remote_code_allowed
+
 __all__ = ["MODEL_DTYPES", "LoadedModel", "load_folder", "load_gguf", "prepare_tokenizer", "resolve_dtype"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,8 +59,13 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]
 def load_folder(
     source: str, dtype: torch.dtype, attn: str, trust_remote_code: bool, model_kwargs: dict[str, Any] | None = None
 ) -> tuple[Any, Any]:
-    """Model and tokenizer from a Hugging Face folder or hub id (safetensors only)."""
+    """Model and tokenizer from a Hugging Face folder or hub id (safetensors only).
+
+    Remote code runs when `trust_remote_code` (a training config asking) or the command line allowed it.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trust_remote_code = trust_remote_code or remote_code_allowed()
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuneforge.access import remote_code_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.hf import LoadedModel, prepare_tokenizer
 from tuneforge.models.rundir import RunLayout, is_run_dir, load_run
@@ -30,7 +31,7 @@ def load_model(
                 f"{name_or_path}: quantised loading (adapter.name=qlora) needs a Hugging Face model folder, zoo "
                 "name or hub id, not a .gguf file or run directory; use adapter.name: lora here"
             )
-        return load_run(path, dtype=dtype, attn=attn)
+        return load_run(path, dtype=dtype, attn=attn, trust_remote_code=trust_remote_code)
     return load_pretrained(name_or_path, dtype, attn, trust_remote_code, model_kwargs)
 
 
@@ -48,5 +49,6 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         folder = path
     else:
         return load_model(name_or_path, trust_remote_code=trust_remote_code).tokenizer
+    trust_remote_code = trust_remote_code or remote_code_allowed()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     return prepare_tokenizer(tokenizer)

@@ -28,7 +28,7 @@ from tuneforge.errors import UserError
 from tuneforge.models.adapters import ADAPTERS, adapter_params_of
 from tuneforge.models.adapters.base import remember_adapter
 from tuneforge.models.hf import LoadedModel
-from tuneforge.models.sources import load_pretrained
+from tuneforge.models.sources import load_pretrained, require_safetensors
 
 __all__ = [
     "RunLayout",
@@ -125,7 +125,6 @@ class RunRecord:
     """What loading a run needs from its config: the base model and the adapter."""
 
     base_model: str
-    trust_remote_code: bool
     adapter: AdapterParams
     variables: dict[str, str]
 
@@ -140,7 +139,6 @@ def read_run_record(run_dir: Path) -> RunRecord:
         adapter = validate_variant(adapter_variant, raw.get("adapter"), str(path))
         return RunRecord(
             base_model=str(model["name_or_path"]),
-            trust_remote_code=bool(model.get("trust_remote_code", False)),
             adapter=adapter,  # type: ignore[arg-type]
             variables={str(k): str(v) for k, v in (data.get("variables") or {}).items()},
         )
@@ -226,27 +224,34 @@ def append_to_model_card(run_dir: Path, title: str, lines: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-def load_run(run_dir: Path, dtype: str = "auto", attn: str = "sdpa") -> LoadedModel:
-    """Load a finished run: the saved model, or its base model with the saved adapter on top."""
+def load_run(run_dir: Path, dtype: str = "auto", attn: str = "sdpa", trust_remote_code: bool = False) -> LoadedModel:
+    """Load a finished run: the saved model, or its base model with the saved adapter on top.
+
+    The run's recorded `model.trust_remote_code` is ignored on purpose (an edited run folder must not run code):
+    only the caller (the command line) can turn it on.
+    """
     layout = RunLayout(run_dir)
     record = read_run_record(run_dir)
-    if not any(layout.model.glob("*.safetensors")):
+    if not layout.model.is_dir() or not any(layout.model.iterdir()):
         raise UserError(f"{run_dir} has no saved model yet (is the run finished? see {layout.status})")
+    require_safetensors(layout.model)
     spec = ADAPTERS.get(record.adapter.name)
     if spec.saves_full_model:
-        loaded = load_pretrained(str(layout.model), dtype=dtype, attn=attn)
+        loaded = load_pretrained(str(layout.model), dtype=dtype, attn=attn, trust_remote_code=trust_remote_code)
         return LoadedModel(loaded.model, loaded.tokenizer, source=str(run_dir))
     # the base loads unquantised even for QLoRA (its adapter is plain LoRA), so that it also works without a GPU
     base_path = Path(record.base_model).expanduser()
     if is_run_dir(base_path):
-        base = load_run(base_path, dtype=dtype, attn=attn)
+        base = load_run(base_path, dtype=dtype, attn=attn, trust_remote_code=trust_remote_code)
     else:
-        base = load_pretrained(record.base_model, dtype=dtype, attn=attn, trust_remote_code=record.trust_remote_code)
+        base = load_pretrained(record.base_model, dtype=dtype, attn=attn, trust_remote_code=trust_remote_code)
     if spec.load is not None:
         model = spec.load(base.model, layout.model)
     else:
         from peft import PeftModel
 
+        if not (layout.model / "adapter_model.safetensors").is_file():  # peft would fall back to a pickle file
+            raise UserError(f"{layout.model}: no adapter_model.safetensors; tuneforge loads safetensors weights only")
         model = PeftModel.from_pretrained(base.model, str(layout.model))
     model.eval()
     return LoadedModel(remember_adapter(model, record.adapter), base.tokenizer, source=str(run_dir))

@@ -8,11 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuneforge.access import hub_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.hf import LoadedModel, load_folder, load_gguf, resolve_dtype
 from tuneforge.models.zoo import ZOO, ensure_cached
 
-__all__ = ["is_gguf_file", "load_pretrained", "unknown_model"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "is_gguf_file",
+    "load_pretrained",
+    "looks_like_hub_id",
+    "require_safetensors",
+    "unknown_model",
+]
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -20,11 +28,38 @@ def is_gguf_file(path: Path) -> bool:
     return path.is_file() and path.suffix == ".gguf"
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def require_safetensors(folder: Path) -> None:
+    """Refuse a weights folder without safetensors files: pickle formats (.bin, .pt, ...) can run code on load."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    found = f" (it has {', '.join(pickles)}: pickle files, which can run code when loaded)" if pickles else ""
+    raise UserError(
+        f"{folder}: no .safetensors weights{found}. tuneforge loads safetensors only; convert the weights in a "
+        "trusted environment (e.g. transformers' save_pretrained(..., safe_serialization=True)) and try again"
+    )
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether `name` has the shape of a Hugging Face hub id (`org/name`)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
+
+
 def unknown_model(name: str) -> UserError:
-    """The error for a source that is none of the kinds tuneforge loads."""
+    """The error for a source that is none of the kinds tuneforge loads (a missing local path, offline)."""
+    where = Path(name).expanduser().absolute()
+    hub = (
+        f" If you meant the Hugging Face hub id {name!r}, allow downloads with --online (or model.hub: true, or "
+        "HF_HUB_OFFLINE=0)."
+        if looks_like_hub_id(name) and not hub_allowed()
+        else ""
+    )
     return UserError(
-        f"unknown model {name!r}: not a zoo name, a folder with config.json, a .gguf file or a tuneforge run "
-        f"directory. Zoo names: {', '.join(ZOO)} (see `tuneforge models`)"
+        f"model {name!r} not found: no such file or folder ({where}), and not a zoo name "
+        f"({', '.join(ZOO)}; see `tuneforge models`).{hub}"
     )
 
 
@@ -53,10 +88,11 @@ def load_pretrained(
     elif is_gguf_file(path):
         model, tokenizer = load_gguf(path, torch_dtype)
     elif path.is_dir() and (path / "config.json").is_file():
+        require_safetensors(path)
         model, tokenizer = load_folder(str(path), torch_dtype, attn, trust_remote_code, model_kwargs)
     elif path.exists():
         raise UserError(f"{name_or_path}: not a model folder (no config.json), .gguf file or tuneforge run directory")
-    elif name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+    elif looks_like_hub_id(name_or_path) and hub_allowed():
         model, tokenizer = _load_hub(name_or_path, torch_dtype, attn, trust_remote_code, model_kwargs)
     else:
         raise unknown_model(name_or_path)

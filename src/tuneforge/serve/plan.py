@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneforge.access import remote_code_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.rundir import RunLayout, is_run_dir, read_run_record
 from tuneforge.models.zoo import ZOO, ensure_cached, find_packaged_gguf
@@ -48,9 +49,9 @@ def plan_serving(model: str, name: str | None = None, adapter_specs: list[str] |
     if is_run_dir(path) and _is_adapter_run(path):
         record = read_run_record(path)
         own = Adapter(name or path.resolve().name, _adapter_folder(path))
-        plan = Plan(record.base_model, _display_name(record.base_model), (own,), record.trust_remote_code, own.name)
+        plan = Plan(record.base_model, _display_name(record.base_model), (own,), remote_code_allowed(), own.name)
     else:
-        plan = Plan(model, name or _display_name(model))
+        plan = Plan(model, name or _display_name(model), trust_remote_code=remote_code_allowed())
     extra = tuple(_parse_adapter(spec, plan.base) for spec in adapter_specs or [])
     plan = Plan(plan.base, plan.base_name, plan.adapters + extra, plan.trust_remote_code, plan.default)
     _check_unique([plan.base_name, *(a.name for a in plan.adapters)])
