@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import struct
+from collections import Counter
 from pathlib import Path
 
+import pytest
 from cli_helpers import MEMORISE, run_cli, write_config, write_memorisation_set
+
+from fixtures.data_faults import write_faulty_dataset
 
 
 def _faulty_file(path: Path) -> Path:
@@ -44,6 +49,37 @@ def test_validate_names_every_bad_row_and_the_counts_add_up(tiny_llama_dir: Path
     assert "training would stop" in result.stderr  # 3 of 8 rows unusable > 5%
 
 
+@pytest.mark.scenario("data_faults")
+def test_validate_names_every_injected_fault_of_a_folder_in_every_format(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_faulty_dataset(tmp_path / "data", seed=3)
+    # row text that looks like console markup is printed as written, never read as markup (nor a crash)
+    markup = data.folder / "markup.jsonl"
+    markup.write_text(json.dumps({"messages": [{"role": "[/red]", "content": "x"}]}) + "\n", encoding="utf-8")
+    result = run_cli(
+        "data", "validate", str(data.folder), "data.cutoff_len=1024", "--model", str(tiny_llama_dir), cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    problem_lines = [line for line in out.splitlines() if line.startswith(str(data.folder))]
+    assert sorted(line.split(": ")[0:2] for line in problem_lines) == sorted(
+        [[f.where, f.reason] for f in data.faults] + [[f"{markup}:1", "unsupported role"]]
+    )
+    assert f"{markup}:1: unsupported role: messages[0] has role '[/red]'" in out
+    history = next(f.where for f in data.faults if f.kind == "history pair too short")
+    assert f"{history}: malformed field: history[0] must be a [user, assistant] pair of strings" in out
+    assert not any(f"{where}:" in out for where in data.good)  # no good row is named
+    reasons = Counter(f.reason for f in data.faults) + Counter({"unsupported role": 1})
+    for reason, count in reasons.items():
+        assert any(line.split() == [*reason.split(), str(count), "dropped"] for line in _table_rows(out)), reason
+    assert "kept 760 + truncated 0 + dropped 41 = 801 rows" in out
+    assert "training would stop" not in result.stderr  # 40 of 801 unusable: within data.max_drop_ratio=0.05
+
+
+def _table_rows(out: str) -> list[str]:
+    """The cells of rich's table rows, separators removed."""
+    return [line.replace("│", " ").replace("┃", " ") for line in out.splitlines() if "│" in line]
+
+
 def test_validate_of_clean_data_exits_zero(tiny_llama_dir: Path, tmp_path: Path) -> None:
     data = write_memorisation_set(tmp_path / "m.jsonl")
     result = run_cli("data", "validate", str(data), "--model", str(tiny_llama_dir), cwd=tmp_path)
@@ -61,7 +97,8 @@ def test_stats_prints_a_histogram_and_writes_a_png(tiny_llama_dir: Path, tmp_pat
     assert "= cutoff 128" in out and "0-12" in out
     assert "roles in the rows read: user 8, assistant 8" in out
     assert "supervised tokens:" in out and "sample kinds: chat 8" in out
-    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    png = (tmp_path / "h.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (700, 400)  # 7x4 in at 100 dpi
 
 
 def test_inspect_marks_only_the_answers_as_supervised(tiny_llama_dir: Path, tmp_path: Path) -> None:

@@ -208,7 +208,8 @@ def test_second_build_comes_from_the_cache_unchanged(tokenizer, tmp_path):
     assert second.report.dropped == first.report.dropped == {"exact duplicate": 1}
     kinds = {s.kind: s for s in second.train + second.val}
     assert set(kinds) == {"chat", "preference", "kto", "text"}
-    assert kinds["preference"].rejected is not None
+    rejected = kinds["preference"].rejected
+    assert tokenizer.decode([t for t in rejected.labels if t != IGNORE_INDEX]) == "Green.<|im_end|>\n"
     assert kinds["preference"].rejected.input_ids == next(
         s.rejected.input_ids for s in first.train + first.val if s.kind == "preference"
     )
@@ -258,7 +259,7 @@ def test_cache_false_never_writes(tokenizer, tmp_path):
     for _ in range(2):
         _, cached = build(tokenizer, tmp_path, cache_dir=cache, train=["data.jsonl"], cache=False)
         assert cached is False
-    assert not cache.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # no cache folder, nothing beside
 
 
 def test_an_eval_file_change_misses_the_cache(tokenizer, tmp_path):
@@ -289,3 +290,21 @@ def test_columns_and_tags_rename_fields_of_own_files(tokenizer, tmp_path):
     )
     supervised = tokenizer.decode([t for t in prepared.train[0].labels if t != -100])
     assert supervised.startswith("Hello, how can I help?")
+
+
+def test_cache_writes_through_an_unguessable_temporary_name(tokenizer, tmp_path):
+    write_jsonl(tmp_path / "data.jsonl", rows("row", 5))
+    cache = tmp_path / "cache"
+    options = {"train": ["data.jsonl"], "val_size": 0}
+    first, _ = build(tokenizer, tmp_path, cache_dir=cache, **options)
+    (entry,) = cache_files(cache)
+    entry.unlink()
+    # a name another process could guess and take over beforehand: the old `<key>.tmp` beside the entry
+    squatted = entry.with_suffix(".tmp")
+    squatted.mkdir()
+    (squatted / "keep.txt").write_text("not ours")
+    again, cached = build(tokenizer, tmp_path, cache_dir=cache, **options)
+    assert cached is False and sample_dicts(again) == sample_dicts(first)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([entry.name, squatted.name])  # no temporary left
+    assert (squatted / "keep.txt").read_text() == "not ours"
+    assert build(tokenizer, tmp_path, cache_dir=cache, **options)[1] is True

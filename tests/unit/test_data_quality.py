@@ -306,3 +306,50 @@ def test_injected_faults_with_min_tokens(tokenizer, tmp_path):
     assert sources(prepared) == [f"{path}:7", f"{path}:8"]
     # the same threshold one token lower keeps the 36-token row
     assert build(tokenizer, [path], format="alpaca", cutoff_len=48, min_tokens=36).report.kept == 2
+
+
+# ---------------------------------------------------------------------------------------------------- placeholders
+
+
+def test_identity_data_without_variables_stops_the_build_naming_the_variables(tokenizer, tmp_path):
+    other = write_jsonl(
+        tmp_path / "qa.jsonl", [{"instruction": f"Question {i}?", "output": f"{i}."} for i in range(46)]
+    )
+    data = DataSection(train=["identity", str(other)], val_size=0)
+    with pytest.raises(UserError) as info:
+        build_dataset(data, tokenizer, seed=0)
+    message = str(info.value)
+    assert message.startswith(
+        "54 of 100 rows (54.0%) are unusable (unfilled placeholder 54), more than data.max_drop_ratio=0.05. "
+    )
+    assert (
+        " Rows use placeholders that have no value ({{name}} in 54, {{author}} in 51 rows): "
+        "set data.variables.name=YourValue and data.variables.author=YourValue (identity data needs them), "
+        "or set data.placeholders: keep to train the text as written. First: "
+    ) in message
+    # every row of the bundled identity set uses a placeholder: alone, nothing is left, and the message says why
+    with pytest.raises(UserError) as info:
+        build_dataset(DataSection(train=["identity"], val_size=0), tokenizer, seed=0)
+    assert str(info.value).startswith(
+        "no training samples left after filtering (kept 0 + truncated 0 + dropped 54 = 54 rows "
+        "(dropped: unfilled placeholder 54)). Rows use placeholders that have no value ({{name}} in 54, {{author}} "
+        "in 51 rows): set data.variables.name=YourValue and data.variables.author=YourValue"
+    )
+    prepared = build(tokenizer, [Path("identity")], variables={"name": "Conch", "author": "ACME"})
+    assert prepared.report.kept == 54 and prepared.report.dropped == {}
+    texts = [tokenizer.decode(s.input_ids) for s in prepared.train]
+    assert sum("Conch" in t for t in texts) == 54 and not any("{{" in t for t in texts)
+
+
+def test_placeholders_keep_trains_the_braces(tokenizer, tmp_path):
+    rows = [{"instruction": "Loop?", "output": "loop: {{ items }}"}, {"instruction": "Hi", "output": "Hello"}]
+    path = write_jsonl(tmp_path / "code.jsonl", rows)
+    prepared = build(tokenizer, [path], placeholders="keep")
+    answers = [tokenizer.decode([t for t in s.labels if t != -100]) for s in prepared.train]
+    assert sorted(answers) == ["Hello<|im_end|>\n", "loop: {{ items }}<|im_end|>\n"]
+    report = build(tokenizer, [path]).report  # the default refuses it, counted
+    assert report.dropped == {"unfilled placeholder": 1} and report.kept == 1
+    assert report.problems == [
+        f"{path}:1: unfilled placeholder: {{{{items}}}} has no value in data.variables: set data.variables.items="
+        "YourValue, or set data.placeholders: keep to train such text as written"
+    ]

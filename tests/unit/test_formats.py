@@ -74,18 +74,38 @@ def test_identity_with_variables_fills_every_placeholder():
 
 
 @needs_llamafactory
-def test_identity_without_variables_is_a_user_error():
+def test_identity_without_variables_drops_each_placeholder_row_at_its_line():
     path = LLAMAFACTORY / "identity.json"
-    with pytest.raises(UserError) as info:
-        load_conversations([str(path)])
-    message = str(info.value)
-    assert f"{path}:2:" in message  # the first row starts on line 2
-    assert "{{name}}" in message
-    assert "data.variables" in message
-    assert "data.variables.name=" in message
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    lines = element_start_lines(path)
+    uses = [("{{name}}" in json.dumps(r), "{{author}}" in json.dumps(r)) for r in rows]
+    conversations, report = load_conversations([str(path)])
+    assert report.total == 91 and report.dropped == {"unfilled placeholder": 85}
+    assert [p.where for p in report.issues] == [f"{path}:{n}" for n, use in zip(lines, uses, strict=True) if any(use)]
+    assert [c.source for c in conversations] == [
+        f"{path}:{n}" for n, use in zip(lines, uses, strict=True) if not any(use)
+    ]
+    assert report.problems[0] == (
+        f"{path}:2: unfilled placeholder: {{{{name}}}}, {{{{author}}}} have no value in data.variables: "
+        "set data.variables.name=YourValue and data.variables.author=YourValue, "
+        "or set data.placeholders: keep to train such text as written"
+    )
+    assert not any("{{" in m.content for c in conversations for m in c.messages)
 
-    with pytest.raises(UserError, match=r"\{\{author\}\}.*data\.variables\.author="):
-        load_conversations([str(path)], variables={"name": "Conch"})
+    conversations, report = load_conversations([str(path)], variables={"name": "Conch"})
+    assert report.dropped == {"unfilled placeholder": 60}
+    only_author = next(i for i, (name, author) in enumerate(uses) if author and not name)
+    assert (
+        f"{path}:{lines[only_author]}: unfilled placeholder: {{{{author}}}} has no value in data.variables: "
+        + ("set data.variables.author=YourValue, or set data.placeholders: keep to train such text as written")
+        in report.problems
+    )
+    kept = [r for r, (_, author) in zip(rows, uses, strict=True) if not author]
+    assert [m.content for c in conversations for m in c.messages] == [
+        text.replace("{{name}}", "Conch")
+        for r in kept
+        for text in (r["instruction"] + (f"\n\n{r['input']}" if r["input"].strip() else ""), r["output"])
+    ]
 
 
 @needs_llamafactory
@@ -102,9 +122,7 @@ def test_glaive_toolcall_sharegpt_with_tools():
             assert not conversation.tools
         else:
             with_tools += 1
-            assert isinstance(conversation.tools, list) and conversation.tools
-            assert all(isinstance(t, dict) and "function" in t for t in conversation.tools)
-            assert [t["function"] for t in conversation.tools] == json.loads(row["tools"])
+            assert conversation.tools == [{"type": "function", "function": t} for t in json.loads(row["tools"])]
         assert len(conversation.messages) == len(row["conversations"])
         for turn, message in zip(row["conversations"], conversation.messages, strict=True):
             if turn["from"] == "function_call":
@@ -313,7 +331,7 @@ def test_bad_alpaca_rows_are_reported_with_file_and_line(tmp_path):
     assert report.problems[1:] == [
         f"{path}:3: missing field: missing field 'output'",
         f"{path}:4: empty answer: message 2 (assistant) is empty",
-        f"{path}:7: malformed row: expected an object, got list",
+        f"{path}:7: malformed row: expected an object, got a list",
     ]
 
 
@@ -472,9 +490,12 @@ def test_max_samples_limits_rows_per_file(tmp_path):
 
 def test_bundled_identity_loads_by_name():
     conversations, report = load_conversations(["identity"], variables={"name": "Conch", "author": "ACME"})
-    assert len(conversations) == report.total > 0
+    rows = json.loads(bundled_path("identity").read_text(encoding="utf-8"))
+    assert len(conversations) == report.total == len(rows) == 54
     assert all(c.dataset == "identity" for c in conversations)
-    assert all("Conch" in c.messages[-1].content for c in conversations)
+    assert [c.messages[-1].content for c in conversations] == [
+        r["output"].replace("{{name}}", "Conch").replace("{{author}}", "ACME") for r in rows
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- placeholders
@@ -494,3 +515,61 @@ def test_placeholder_with_spaces_is_filled(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Who?", "output": "I am {{ name }}."}])
     conversations, _ = load_conversations([str(path)], variables={"name": "Conch"})
     assert conversations[0].messages[-1].content == "I am Conch."
+
+
+ANSIBLE = "- name: install packages\n  apt: name={{ item }} state=present\n  loop: {{ packages }}"
+
+
+def test_unfilled_placeholder_is_a_located_drop_and_keep_trains_it_as_written(tmp_path):
+    rows = [
+        {"instruction": "Write an Ansible loop task.", "output": ANSIBLE},
+        {"instruction": "Who are you?", "output": "I am {{name}}."},
+        {"instruction": "Jinja filters?", "output": "Write {{ user.name }} or {{ x | upper }}."},  # no bare name
+        {"instruction": "Say hi", "output": "Hi!"},
+    ]
+    path = write_jsonl(tmp_path / "code.jsonl", rows)
+    conversations, report = load_conversations([str(path)], variables={"name": "Conch"})
+    assert [c.messages[-1].content for c in conversations] == [
+        "I am Conch.",
+        "Write {{ user.name }} or {{ x | upper }}.",
+        "Hi!",
+    ]
+    assert report.dropped == {"unfilled placeholder": 1}
+    assert report.problems == [
+        f"{path}:1: unfilled placeholder: {{{{item}}}}, {{{{packages}}}} have no value in data.variables: "
+        "set data.variables.item=YourValue and data.variables.packages=YourValue, "
+        "or set data.placeholders: keep to train such text as written"
+    ]
+
+    kept, report = load_conversations([str(path)], variables={"name": "Conch"}, placeholders="keep")
+    assert report.problems == []
+    assert [c.messages[-1].content for c in kept] == [
+        ANSIBLE,  # trained as written, braces and all
+        "I am Conch.",  # a placeholder with a value is still filled
+        "Write {{ user.name }} or {{ x | upper }}.",
+        "Hi!",
+    ]
+
+
+def test_placeholders_in_every_kind_of_text_are_checked(tmp_path):
+    rows = [
+        {"text": "Hello {{who}}"},
+        {"prompt": "{{q}}", "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "chosen": "a", "rejected": "{{r}}"},
+        {
+            "messages": [
+                {"role": "system", "content": "{{sys}}"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+    ]
+    path = write_jsonl(tmp_path / "kinds.jsonl", rows)
+    conversations, report = load_conversations([str(path)])
+    assert conversations == []
+    assert [(p.where, p.detail.split(" ha")[0]) for p in report.issues] == [
+        (f"{path}:1", "{{who}}"),
+        (f"{path}:2", "{{q}}"),
+        (f"{path}:3", "{{r}}"),
+        (f"{path}:4", "{{sys}}"),
+    ]

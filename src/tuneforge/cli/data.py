@@ -88,6 +88,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 
 def _warn_drop_ratio(report: Any, limit: float) -> None:
+    from rich.markup import escape
+
     from tuneforge.data.build import check_drop_ratio
     from tuneforge.errors import UserError
     from tuneforge.progress import console
@@ -95,10 +97,11 @@ def _warn_drop_ratio(report: Any, limit: float) -> None:
     try:
         check_drop_ratio(report, limit)
     except UserError as err:
-        console.print(f"[red]warning: training would stop on this data:[/] {err}", highlight=False)
+        console.print(f"[red]warning: training would stop on this data:[/] {escape(str(err))}", highlight=False)
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _stdout()
@@ -107,13 +110,14 @@ def _validate(args: argparse.Namespace) -> int:
     report = prepared.report
     for problem in report.issues:
         style = "red" if problem.dropped else "yellow"
-        console.print(f"[{style}]{problem.where}[/]: {problem.reason}: {problem.detail}", highlight=False)
+        where, detail = escape(problem.where), escape(problem.detail)  # row text must not read as markup
+        console.print(f"[{style}]{where}[/]: {escape(problem.reason)}: {detail}", highlight=False)
     table = Table(title="rows by reason")
     table.add_column("reason")
     table.add_column("rows", justify="right")
     table.add_column("fate")
     for reason, count in report.dropped.most_common():
-        table.add_row(reason, str(count), "dropped")
+        table.add_row(escape(reason), str(count), "dropped")
     if report.truncated:
         table.add_row("over the cutoff length", str(report.truncated), f"truncated to {config.data.cutoff_len}")
     for reason, count in report.flagged.most_common():
@@ -121,16 +125,16 @@ def _validate(args: argparse.Namespace) -> int:
     if table.row_count:
         console.print(table)
     for note in report.notes:
-        console.print(note)
-    console.print(f"[bold]{report.summary()}[/]")
+        console.print(escape(note))
+    console.print(f"[bold]{escape(report.summary())}[/]")
     return 1 if report.dropped_total or report.truncated else 0
 
 
 def _stats(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from tuneforge.data.build import data_sources
-    from tuneforge.data.pipeline import CleaningOptions, read_sources
+    from tuneforge.data.build import cleaning_options, data_sources
+    from tuneforge.data.pipeline import read_sources
     from tuneforge.data.quality import DataReport
     from tuneforge.data.stats import compute_stats, plot_histogram, text_histogram
 
@@ -138,10 +142,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     config, base_dir, _, prepared = _prepare(args)
     d = config.data
-    options = CleaningOptions(
-        d.format, d.variables, d.max_samples, d.keep_thinking, d.dedup, d.shuffle, config.train.seed
-    )
-    conversations = read_sources(data_sources(d, base_dir), options, DataReport())
+    conversations = read_sources(data_sources(d, base_dir), cleaning_options(d, config.train.seed), DataReport())
     samples = prepared.train + prepared.val
     stats = compute_stats(samples, conversations, d.cutoff_len)
     console.print(f"[bold]{len(samples)} samples[/] ({len(prepared.train)} train / {len(prepared.val)} validation)")

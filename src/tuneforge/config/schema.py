@@ -37,6 +37,11 @@ class ModelSection(Section):
     )
     attn_implementation: Literal["eager", "sdpa"] = Field("sdpa", description="Attention kernel.")
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (off: it is unsafe).")
+    hub: bool = Field(
+        False,
+        description="Allow downloading name_or_path from the Hugging Face hub (off: only local folders, .gguf files "
+        "and zoo models; a missing local path is an error). HF_HUB_OFFLINE=0 or --online also allows it.",
+    )
 
 
 class ReplaySection(Section):
@@ -86,6 +91,11 @@ class DataSection(Section):
     )
     variables: dict[str, str] = Field(
         default_factory=dict, description="Values for {{name}}-style placeholders in the data (e.g. name, author)."
+    )
+    placeholders: Literal["error", "keep"] = Field(
+        "error",
+        description="A {{name}} in the data with no value in data.variables: error = drop the row (counted, "
+        "located) so a literal placeholder is never trained; keep = train the text as it is (code, templates).",
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many rows from each file.")
     shuffle: bool = Field(True, description="Pick max_samples rows and mixed rows at random (seeded), not the first.")
@@ -271,7 +281,12 @@ class EvalSection(Section):
         "OpenAI-compatible endpoint URL (http://host:port/v1).",
     )
     judge_model: str | None = Field(None, description="Model id to request from a judge endpoint.")
-    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    judge_remote: bool = Field(
+        False,
+        description="Allow a judge endpoint that is not on this machine (loopback). Its API key is never read "
+        "from the config: it comes from TUNEFORGE_JUDGE_API_KEY, and only for an endpoint named on the command "
+        "line (--judge) or in TUNEFORGE_JUDGE_URL.",
+    )
     general: str | None = Field(
         None,
         description="General-ability set checked for forgetting, base vs tuned (e.g. the bundled general_check).",

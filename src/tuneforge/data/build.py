@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from tuneforge.atomic import atomic_write_text
 from tuneforge.config.schema import DataSection
 from tuneforge.data.catalog import DataSource, resolve_sources
 from tuneforge.data.llamafactory import resolve_catalog
@@ -20,6 +21,7 @@ from tuneforge.data.pipeline import (
     CleaningOptions,
     PreparedData,
     mix_datasets,
+    placeholder_hint,
     prepare_samples,
     read_sources,
     split_validation,
@@ -28,9 +30,9 @@ from tuneforge.data.quality import DataReport, DuplicateFinder, Problem
 from tuneforge.data.render import MaskOptions, RenderedSample
 from tuneforge.errors import UserError
 
-__all__ = ["build_dataset", "check_drop_ratio", "data_sources", "tokenizer_fingerprint"]
+__all__ = ["build_dataset", "check_drop_ratio", "cleaning_options", "data_sources", "tokenizer_fingerprint"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: rows of a wrong shape are dropped (counted) rather than read loosely
 _NOT_ERRORS = {"exact duplicate", "near-duplicate", "too short", "over the cutoff length", "left out by the mix"}
 
 
@@ -99,6 +101,20 @@ def _cache_key(
     return digest.hexdigest()[:24]
 
 
+def cleaning_options(data: DataSection, seed: int) -> CleaningOptions:
+    """How the rows of `data` are read and cleaned."""
+    return CleaningOptions(
+        fmt=data.format,
+        variables=data.variables,
+        max_samples=data.max_samples,
+        keep_thinking=data.keep_thinking,
+        dedup=data.dedup,
+        shuffle=data.shuffle,
+        seed=seed,
+        placeholders=data.placeholders,
+    )
+
+
 def check_drop_ratio(report: DataReport, limit: float) -> None:
     """Stop when more than `limit` of the rows are unusable (duplicates and length filters do not count)."""
     errors = sum(count for reason, count in report.dropped.items() if reason not in _NOT_ERRORS)
@@ -108,7 +124,7 @@ def check_drop_ratio(report: DataReport, limit: float) -> None:
         raise UserError(
             f"{errors} of {report.total} rows ({100 * errors / report.total:.1f}%) are unusable ({reasons}), more "
             f"than data.max_drop_ratio={limit:g}. Run `tuneforge data validate` for the full list, fix the data, or "
-            f"raise data.max_drop_ratio. First: {first[:500]}"
+            f"raise data.max_drop_ratio.{placeholder_hint(report)} First: {first[:500]}"
         )
 
 
@@ -127,9 +143,7 @@ def _build(
     eval_sources: list[DataSource],
     extra: list[Conversation],
 ) -> PreparedData:
-    options = CleaningOptions(
-        data.format, data.variables, data.max_samples, data.keep_thinking, data.dedup, data.shuffle, seed
-    )
+    options = cleaning_options(data, seed)
     report = DataReport()
     conversations = read_sources(sources, options, report, DuplicateFinder())
     for conversation in extra:
@@ -140,7 +154,8 @@ def _build(
     order = list(dict.fromkeys(s.dataset for s in sources))
     if data.mix_ratios is not None and len(data.mix_ratios) != len(order):
         raise UserError(
-            f"data.mix_ratios has {len(data.mix_ratios)} numbers but there are {len(order)} datasets ({', '.join(order)})"
+            f"data.mix_ratios has {len(data.mix_ratios)} numbers but there are {len(order)} datasets "
+            f"({', '.join(order)})"
         )
     samples = mix_datasets(samples, order, data.mix_ratios, seed, report)
     if eval_sources:
@@ -195,10 +210,7 @@ def _save(prepared: PreparedData, path: Path) -> None:
         "val": [_sample_dict(s) for s in prepared.val],
         "report": report,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(body, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    temporary.replace(path)
+    atomic_write_text(path, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
 
 def _load(path: Path) -> PreparedData:

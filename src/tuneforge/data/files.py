@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from tuneforge.errors import UserError
 __all__ = ["SUPPORTED_SUFFIXES", "RawRow", "read_rows"]
 
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of bytes that are not UTF-8
 
 
 @dataclass
@@ -29,6 +31,7 @@ class RawRow:
     value: Any = None
     error: str | None = None
     unit: str = "line"
+    reason: str | None = None  # the count's reason for an unreadable row (default: by the file type)
 
     def where(self, path: Path | str) -> str:
         """`file:line` (or `file:row N` for Parquet) — the location printed in every report."""
@@ -50,11 +53,17 @@ def _json_array_rows(text: str, path: Path) -> Iterator[RawRow]:
         try:
             value, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as err:
-            raise UserError(
-                f"{path}:{err.lineno}: invalid JSON ({err.msg}); the file cannot be read past it. "
-                "Fix that line, or store the data as JSON Lines (.jsonl) so one bad row only drops that row"
-            ) from None
+            raise _array_error(path, err.lineno, err.msg) from None
+        except (ValueError, RecursionError) as err:  # e.g. an integer too long, or nesting too deep
+            raise _array_error(path, line, f"{type(err).__name__}: {err}") from None
         yield RawRow(line=line, value=value)
+
+
+def _array_error(path: Path, line: int, why: str) -> UserError:
+    return UserError(
+        f"{path}:{line}: invalid JSON ({why}); the file cannot be read past it. "
+        "Fix that line, or store the data as JSON Lines (.jsonl) so one bad row only drops that row"
+    )
 
 
 def _jsonl_rows(text: str) -> Iterator[RawRow]:
@@ -62,10 +71,19 @@ def _jsonl_rows(text: str) -> Iterator[RawRow]:
     for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
+        if _UNDECODABLE.search(raw):
+            yield _not_utf8(number)
+            continue
         try:
             yield RawRow(line=number, value=json.loads(raw))
         except json.JSONDecodeError as err:
             yield RawRow(line=number, error=f"malformed JSON ({err.msg} at column {err.colno})")
+        except (ValueError, RecursionError) as err:  # an integer too long to convert, nesting too deep
+            yield RawRow(line=number, error=f"malformed JSON ({type(err).__name__}: {err})")
+
+
+def _not_utf8(line: int) -> RawRow:
+    return RawRow(line=line, error="the line is not valid UTF-8 text", reason="not UTF-8")
 
 
 def _csv_rows(text: str) -> Iterator[RawRow]:
@@ -88,7 +106,9 @@ def _csv_rows(text: str) -> Iterator[RawRow]:
 
 def _text_rows(text: str) -> Iterator[RawRow]:
     for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
+        if _UNDECODABLE.search(raw):
+            yield _not_utf8(number)
+        elif raw.strip():
             yield RawRow(line=number, value={"text": raw})
 
 
@@ -103,11 +123,22 @@ def _parquet_rows(path: Path) -> Iterator[RawRow]:
         yield RawRow(line=number, value=value, unit="row")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, per_line: bool) -> str:
+    """The file's text. With `per_line`, bytes that are not UTF-8 become lone surrogates (`_UNDECODABLE`) so that
+    only their lines are dropped; otherwise they make the whole file unreadable (a CSV field or a JSON array
+    element can span lines)."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read data file {path}: {err}. Data files must be UTF-8 text") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read data file {path}: {err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        if not per_line:
+            line = data.count(b"\n", 0, err.start) + 1
+            raise UserError(f"{path}:{line}: not UTF-8 text ({err.reason}). Data files must be UTF-8 text") from None
+        text = data.decode("utf-8-sig", errors="surrogateescape")
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text-mode reading gives
 
 
 def read_rows(path: Path) -> Iterator[RawRow]:
@@ -120,12 +151,16 @@ def read_rows(path: Path) -> Iterator[RawRow]:
     if suffix == ".parquet":
         yield from _parquet_rows(path)
         return
-    text = _read_text(path)
+    text = _read_text(path, per_line=suffix != ".csv")
     if suffix == ".csv":
         yield from _csv_rows(text)
     elif suffix == ".txt":
         yield from _text_rows(text)
     elif text.lstrip().startswith("["):
+        bad = _UNDECODABLE.search(text)
+        if bad:
+            line = text.count("\n", 0, bad.start()) + 1
+            raise UserError(f"{path}:{line}: not UTF-8 text; the JSON array cannot be read. Data files must be UTF-8")
         yield from _json_array_rows(text, path)
     else:
         yield from _jsonl_rows(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,18 +12,20 @@ from typing import Any
 from tuneforge.data.catalog import DataSource, resolve_sources
 from tuneforge.data.files import RawRow, read_rows
 from tuneforge.data.formats import FORMATS, detect_format
-from tuneforge.data.formats.base import check_answer, check_roles
+from tuneforge.data.formats.base import ParsedRow, check_answer, check_roles, json_type
 from tuneforge.data.messages import Conversation, Message, RowError
 from tuneforge.data.quality import DataReport, DuplicateFinder
 from tuneforge.data.render import MaskOptions, RenderedSample, render_sample
 from tuneforge.errors import UserError
 
 __all__ = [
+    "UNFILLED",
     "CleaningOptions",
     "PreparedData",
     "fill_placeholders",
     "load_conversations",
     "mix_datasets",
+    "placeholder_hint",
     "prepare_samples",
     "split_validation",
     "strip_thinking",
@@ -31,6 +33,9 @@ __all__ = [
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _THINKING = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+UNFILLED = "unfilled placeholder"
+# what a format parser may raise on a value of a shape it did not foresee: still one bad row, never the whole run
+_PARSER_FAULTS = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError)
 
 
 @dataclass
@@ -53,10 +58,13 @@ class CleaningOptions:
     dedup: str = "exact"
     shuffle: bool = True
     seed: int = 42
+    placeholders: str = "error"
 
 
 def fill_placeholders(value: Any, variables: dict[str, str]) -> Any:
     """Replace {{key}} placeholders (spaces inside the braces allowed) for every key in `variables`."""
+    if not variables:
+        return value
     if isinstance(value, str):
         return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
     if isinstance(value, list):
@@ -73,14 +81,48 @@ def strip_thinking(message: Message | None) -> Message | None:
     return replace(message, content=_THINKING.sub("", message.content))
 
 
-def _unfilled(conversation: Conversation) -> str | None:
+def _texts(conversation: Conversation) -> list[str]:
     texts = [conversation.text or ""] + [m.content for m in conversation.messages]
-    texts += [m.content for m in (conversation.chosen, conversation.rejected) if m is not None]
-    for text in texts:
-        found = _PLACEHOLDER.search(text)
-        if found:
-            return found.group(1)
-    return None
+    return texts + [m.content for m in (conversation.chosen, conversation.rejected) if m is not None]
+
+
+def _check_placeholders(conversation: Conversation) -> None:
+    """A {{name}} left after filling (no value in data.variables) would train literally: the row is dropped."""
+    names = list(dict.fromkeys(found for text in _texts(conversation) for found in _PLACEHOLDER.findall(text)))
+    if not names:
+        return
+    listed = ", ".join(f"{{{{{name}}}}}" for name in names)
+    settings = " and ".join(f"data.variables.{name}=YourValue" for name in names)
+    verb = "has" if len(names) == 1 else "have"
+    raise RowError(
+        UNFILLED,
+        f"{listed} {verb} no value in data.variables: set {settings}, or set data.placeholders: keep to train "
+        "such text as written",
+    )
+
+
+def placeholder_hint(report: DataReport) -> str:
+    """For identity-style data: which data.variables to set, when rows were dropped for placeholders without one."""
+    names: Counter[str] = Counter()
+    for problem in report.issues:
+        if problem.reason == UNFILLED:
+            names.update(_PLACEHOLDER.findall(problem.detail))
+    if not names:
+        return ""
+    uses = ", ".join(f"{{{{{name}}}}} in {count}" for name, count in names.most_common())
+    settings = " and ".join(f"data.variables.{name}=YourValue" for name in names)
+    return (
+        f" Rows use placeholders that have no value ({uses} rows): set {settings} (identity data needs them), "
+        "or set data.placeholders: keep to train the text as written."
+    )
+
+
+def _check_thinking(conversation: Conversation) -> None:
+    """With keep_thinking off, an answer still holding <think> has a block never closed: half a trace would train."""
+    answers = [m for m in [*conversation.messages, conversation.chosen, conversation.rejected] if m is not None]
+    for message in answers:
+        if message.role == "assistant" and "<think>" in message.content:
+            raise RowError("unclosed thinking", "an assistant answer has <think> without </think>")
 
 
 def _row_format(raw: RawRow, source: DataSource, fmt: str) -> str:
@@ -106,20 +148,29 @@ def _validate(conversation: Conversation) -> None:
     check_roles(conversation.messages)
 
 
-def parse_row(raw: RawRow, source: DataSource, options: CleaningOptions) -> Conversation:
-    """One raw row → a checked Conversation; a RowError says why the row cannot be used."""
-    where = raw.where(source.path)
-    if raw.error:
-        raise RowError("malformed JSON" if source.path.suffix.lower() != ".csv" else "malformed row", raw.error)
-    if not isinstance(raw.value, dict):
-        raise RowError("malformed row", f"expected an object, got {type(raw.value).__name__}")
+def _parse(raw: RawRow, source: DataSource, options: CleaningOptions) -> ParsedRow:
     row_format = _row_format(raw, source, options.fmt)
     parser = FORMATS.get(row_format)
-    value = fill_placeholders(raw.value, options.variables)
-    parsed = parser(value, source.columns) if source.columns is not None else parser(value)
+    try:
+        value = fill_placeholders(raw.value, options.variables)
+        return parser(value, source.columns) if source.columns is not None else parser(value)
+    except RowError:
+        raise
+    except _PARSER_FAULTS as err:
+        detail = f"it cannot be read as {row_format} ({type(err).__name__}: {err})"
+        raise RowError("malformed row", detail) from err
+
+
+def parse_row(raw: RawRow, source: DataSource, options: CleaningOptions) -> Conversation:
+    """One raw row → a checked Conversation; a RowError says why the row cannot be used."""
+    if raw.error:
+        raise RowError(raw.reason or _read_reason(source), raw.error)
+    if not isinstance(raw.value, dict):
+        raise RowError("malformed row", f"expected an object, got {json_type(raw.value)}")
+    parsed = _parse(raw, source, options)
     conversation = Conversation(
         parsed.messages,
-        source=where,
+        source=raw.where(source.path),
         dataset=source.dataset,
         tools=parsed.tools,
         chosen=parsed.chosen,
@@ -130,14 +181,15 @@ def parse_row(raw: RawRow, source: DataSource, options: CleaningOptions) -> Conv
     if not options.keep_thinking:
         conversation.messages = [strip_thinking(m) for m in conversation.messages]  # type: ignore[misc]
         conversation.chosen, conversation.rejected = strip_thinking(parsed.chosen), strip_thinking(parsed.rejected)
+        _check_thinking(conversation)
     _validate(conversation)
-    missing = _unfilled(conversation)
-    if missing:
-        raise UserError(
-            f"{where}: the data uses the placeholder {{{{{missing}}}}} but data.variables has no {missing!r}; "
-            f"set it, e.g. data.variables.{missing}=YourValue"
-        )
+    if options.placeholders != "keep":
+        _check_placeholders(conversation)
     return conversation
+
+
+def _read_reason(source: DataSource) -> str:
+    return "malformed row" if source.path.suffix.lower() == ".csv" else "malformed JSON"
 
 
 def _selected_rows(source: DataSource, options: CleaningOptions, report: DataReport) -> list[RawRow]:
@@ -221,6 +273,9 @@ def prepare_samples(
         except RowError as err:
             report.drop(conversation.source, err.reason, err.detail)
             continue
+        except _PARSER_FAULTS as err:  # a template or tokenizer choking on this row's content
+            report.drop(conversation.source, "cannot be rendered", f"{type(err).__name__}: {err}")
+            continue
         if sample.truncated and overlength == "drop":
             report.drop(conversation.source, "over the cutoff length", f"longer than data.cutoff_len={cutoff_len}")
             continue
@@ -235,7 +290,10 @@ def prepare_samples(
         samples.append(sample)
     if not samples:
         details = "; ".join(report.problems[:3])
-        raise UserError(f"no training samples left after filtering ({report.summary()}). First problems: {details}")
+        raise UserError(
+            f"no training samples left after filtering ({report.summary()}).{placeholder_hint(report)} "
+            f"First problems: {details}"
+        )
     return samples
 
 

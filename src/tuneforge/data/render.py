@@ -101,9 +101,14 @@ def _template_inputs(tokenizer: Any, conversation: Conversation) -> tuple[list[d
 
 def render_text(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None, generation: bool = False) -> str:
     """The chat template's text for `messages` (a thin wrapper so every caller renders the same way)."""
+    from jinja2 import TemplateError
+
     if not getattr(tokenizer, "chat_template", None):
         raise RowError("no chat template", "the tokenizer has no chat template")
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation)
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation)
+    except TemplateError as err:  # e.g. the template's own raise_exception("roles must alternate ...")
+        raise RowError("refused by the chat template", str(err)) from None
 
 
 def assistant_spans(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, require_text
+from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, malformed, optional_text, require_text
 from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import Message, RowError
 
@@ -19,17 +19,22 @@ _DEFAULT = Columns()
 
 def _prompt(row: dict[str, Any], columns: Columns) -> str:
     instruction = require_text(row, columns.prompt) if columns.prompt else ""
-    extra = columns.get(row, "query") or ""
-    if not isinstance(extra, str):
-        raise RowError("malformed field", f"field {columns.query!r} must be a string")
+    extra = optional_text(row, columns.query) or ""
     return f"{instruction}\n\n{extra}" if instruction.strip() and extra.strip() else instruction or extra
 
 
 def _history(row: dict[str, Any], columns: Columns) -> list[Message]:
+    history = columns.get(row, "history")
+    if history is None or history == "" or history == []:  # CSV files hold an empty string for "no history"
+        return []
+    if not isinstance(history, list):
+        raise malformed(f"field {columns.history!r}", "a list of [user, assistant] pairs", history)
     messages = []
-    for pair in columns.get(row, "history") or []:
+    for index, pair in enumerate(history):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise RowError("malformed field", f"each {columns.history!r} item must be [user, assistant] strings")
+            raise RowError(
+                "malformed field", f"{columns.history}[{index}] must be a [user, assistant] pair of strings"
+            )
         messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     return messages
 
@@ -45,12 +50,12 @@ def parse_alpaca(row: dict[str, Any], columns: Columns = _DEFAULT) -> ParsedRow:
     if columns.response is None and not ranking and columns.prompt:
         return ParsedRow([], text=require_text(row, columns.prompt))
     messages: list[Message] = []
-    system = columns.get(row, "system")
-    if isinstance(system, str) and system.strip():
+    system = optional_text(row, columns.system)
+    if system and system.strip():
         messages.append(Message("system", system))
     messages += _history(row, columns)
     messages.append(Message("user", _prompt(row, columns)))
-    tools = parse_tools(columns.get(row, "tools"))
+    tools = parse_tools(columns.get(row, "tools"), columns.tools or "tools")
     if ranking:
         return ParsedRow(messages, tools, _answer(row, columns.chosen), _answer(row, columns.rejected))
     messages.append(_answer(row, columns.response or "output"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -16,8 +17,13 @@ __all__ = [
     "RowParser",
     "check_roles",
     "detect_format",
+    "json_type",
     "kto_label",
+    "malformed",
+    "optional_text",
     "require_text",
+    "tool_call",
+    "turn_weight",
 ]
 
 
@@ -81,14 +87,69 @@ def detect_format(row: Any) -> str | None:
     return None
 
 
+def json_type(value: Any) -> str:
+    """How a value reads in JSON terms ("a number", "a list", ...), for messages about wrong field types."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def malformed(where: str, expected: str, value: Any) -> RowError:
+    """The RowError for a field of the wrong type: `where` must be `expected`, got (its JSON type)."""
+    return RowError("malformed field", f"{where} must be {expected}, got {json_type(value)}")
+
+
 def require_text(row: dict[str, Any], key: str) -> str:
     """row[key] as a string, or a RowError naming the missing or malformed field."""
     if key not in row or row[key] is None:
         raise RowError("missing field", f"missing field {key!r}")
     value = row[key]
     if not isinstance(value, str):
-        raise RowError("malformed field", f"field {key!r} must be a string, got {type(value).__name__}")
+        raise malformed(f"field {key!r}", "a string", value)
     return value
+
+
+def optional_text(row: dict[str, Any], key: str | None) -> str | None:
+    """row[key] when it is a string, None when the field is unmapped, absent or null; any other type is an error."""
+    value = row.get(key) if key else None
+    if value is None or isinstance(value, str):
+        return value
+    raise malformed(f"field {key!r}", "a string", value)
+
+
+def turn_weight(value: Any, where: str) -> float | None:
+    """An assistant turn's loss weight: absent, 0 or 1 (OpenAI fine-tuning's `weight`)."""
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or value not in (0, 1):
+        raise RowError("malformed field", f"{where}.weight must be 0 or 1")
+    return value
+
+
+def tool_call(name: Any, arguments: Any, where: str) -> dict[str, Any]:
+    """One tool call as {"name", "arguments"}: a function name and an object of arguments (or its JSON text)."""
+    if not isinstance(name, str) or not name.strip():
+        raise RowError("malformed field", f"{where} needs a function name (a string), got {json_type(name)}")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except (ValueError, RecursionError):
+            raise RowError("malformed field", f"{where} tool call arguments are not JSON") from None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise malformed(f"{where} tool call arguments", "a JSON object", arguments)
+    return {"name": name, "arguments": arguments}
 
 
 def kto_label(value: Any) -> bool | None:

@@ -6,10 +6,9 @@ trace, kept as a leading <think> block). A boolean `label` column makes the row 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label
+from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, malformed, tool_call, turn_weight
 from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import ROLES, Message, RowError
 
@@ -19,57 +18,75 @@ _DEFAULT = Columns(messages="messages")
 
 
 def _content_text(content: Any, where: str) -> str:
+    """A message's text: a string, null (a tool-call turn) or a list of {"type": "text", "text": ...} parts."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) == len(content):
-            return "".join(parts)
-    raise RowError("malformed field", f"{where}.content must be text")
+    if not isinstance(content, list):
+        raise malformed(f"{where}.content", "a string or a list of text parts", content)
+    parts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise malformed(f"{where}.content[{index}]", 'a {"type": "text", "text": ...} part', part)
+        if part.get("type") != "text":
+            raise RowError(
+                "malformed field", f"{where}.content[{index}] has type {part.get('type')!r}; only text parts train"
+            )
+        if not isinstance(part.get("text"), str):
+            raise malformed(f"{where}.content[{index}].text", "a string", part.get("text"))
+        parts.append(part["text"])
+    return "".join(parts)
 
 
 def _tool_calls(raw: Any, where: str) -> list[dict[str, Any]] | None:
-    if not raw:
+    if raw is None or raw == []:
         return None
+    if not isinstance(raw, list):
+        raise malformed(f"{where}.tool_calls", "a list", raw)
     calls = []
-    for call in raw:
+    for index, call in enumerate(raw):
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or "name" not in function:
-            raise RowError("malformed field", f"{where}.tool_calls items need function.name")
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                raise RowError("malformed field", f"{where} tool call arguments are not JSON") from None
-        calls.append({"name": function["name"], "arguments": arguments})
+        if not isinstance(function, dict):
+            raise RowError("malformed field", f"{where}.tool_calls[{index}] needs a function with a name")
+        calls.append(tool_call(function.get("name"), function.get("arguments"), f"{where}.tool_calls[{index}]"))
     return calls
+
+
+def _thinking(item: dict[str, Any], where: str) -> str:
+    thinking = item.get("reasoning_content")
+    if thinking is not None and not isinstance(thinking, str):
+        raise malformed(f"{where}.reasoning_content", "a string", thinking)
+    return (thinking or "").strip()
 
 
 def _message(item: Any, where: str) -> Message:
     if not isinstance(item, dict) or "role" not in item:
         raise RowError("malformed field", f"{where} needs 'role' and 'content'")
+    if not isinstance(item["role"], str):
+        raise malformed(f"{where}.role", "a string", item["role"])
     role = "system" if item["role"] == "developer" else item["role"]
     if role not in ROLES:
         raise RowError("unsupported role", f"{where} has role {item['role']!r}")
     content = _content_text(item.get("content"), where)
-    thinking = item.get("reasoning_content")
-    if role == "assistant" and isinstance(thinking, str) and thinking.strip():
-        content = f"<think>\n{thinking.strip()}\n</think>\n\n{content}"
-    weight = item.get("weight") if role == "assistant" else None
-    if weight is not None and weight not in (0, 1):
-        raise RowError("malformed field", f"{where}.weight must be 0 or 1")
-    return Message(role, content, tool_calls=_tool_calls(item.get("tool_calls"), where), weight=weight)
+    thinking = _thinking(item, where) if role == "assistant" else ""
+    if thinking:
+        content = f"<think>\n{thinking}\n</think>\n\n{content}"
+    weight = turn_weight(item.get("weight"), where) if role == "assistant" else None
+    calls = _tool_calls(item.get("tool_calls"), where)
+    if calls and role != "assistant":
+        raise RowError("malformed field", f"{where} is a {role!r} message: only assistant messages make tool calls")
+    return Message(role, content, tool_calls=calls, weight=weight)
 
 
 def parse_message_list(items: Any, key: str) -> list[Message]:
     """A list of OpenAI-style message dicts (a plain string counts as one user message)."""
     if isinstance(items, str):
         return [Message("user", items)]
+    if items is None:
+        raise RowError("missing field", f"missing field {key!r}")
     if not isinstance(items, list):
-        raise RowError("missing field", f"field {key!r} must be a list of messages")
+        raise malformed(f"field {key!r}", "a string or a list of messages", items)
     return [_message(item, f"{key}[{index}]") for index, item in enumerate(items)]
 
 
@@ -77,7 +94,8 @@ def parse_message_list(items: Any, key: str) -> list[Message]:
 def parse_openai(row: dict[str, Any], columns: Columns = _DEFAULT) -> ParsedRow:
     """Convert one OpenAI-style row (`developer` is treated as system)."""
     key = columns.messages or "messages"
-    if not isinstance(row.get(key), list):
-        raise RowError("missing field", f"field {key!r} must be a list")
-    messages = parse_message_list(row[key], key)
-    return ParsedRow(messages, parse_tools(columns.get(row, "tools")), label=kto_label(columns.get(row, "kto_tag")))
+    if row.get(key) is not None and not isinstance(row[key], list):
+        raise malformed(f"field {key!r}", "a list of messages", row[key])
+    messages = parse_message_list(row.get(key), key)
+    tools = parse_tools(columns.get(row, "tools"), columns.tools or "tools")
+    return ParsedRow(messages, tools, label=kto_label(columns.get(row, "kto_tag")))

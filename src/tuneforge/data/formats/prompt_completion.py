@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label
+from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, malformed, optional_text
 from tuneforge.data.formats.openai import parse_message_list
 from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import Message, RowError
@@ -33,10 +33,10 @@ def parse_prompt_completion(row: dict[str, Any], columns: Columns = _DEFAULT) ->
     """Convert a TRL-style preference or prompt/completion (KTO) row."""
     prompt_key = columns.prompt or "prompt"
     prompt = parse_message_list(row[prompt_key], prompt_key) if row.get(prompt_key) is not None else []
-    system = columns.get(row, "system")
-    if isinstance(system, str) and system.strip() and not (prompt and prompt[0].role == "system"):
+    system = optional_text(row, columns.system)
+    if system and system.strip() and not (prompt and prompt[0].role == "system"):
         prompt.insert(0, Message("system", system))
-    tools = parse_tools(columns.get(row, "tools"))
+    tools = parse_tools(columns.get(row, "tools"), columns.tools or "tools")
     if "chosen" in row or "rejected" in row:
         head_chosen, chosen = _answer(row.get("chosen"), "chosen")
         head_rejected, rejected = _answer(row.get("rejected"), "rejected")
@@ -55,6 +55,8 @@ def parse_text(row: dict[str, Any], columns: Columns = _DEFAULT) -> ParsedRow:
     """A raw-text row for continued pretraining: {"text": ...} (or the configured text column)."""
     key = columns.text or "text"
     value = row.get(key)
-    if not isinstance(value, str):
+    if value is None:
         raise RowError("missing field", f"missing text field {key!r}")
+    if not isinstance(value, str):
+        raise malformed(f"field {key!r}", "a string", value)
     return ParsedRow([], text=value)
