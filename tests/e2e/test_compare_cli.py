@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import MEMORISE, run_cli, write_config, write_memorisation_set
+
+from fixtures.judge_server import answers_of, fake_judges
+from tuneforge.eval.scores import bleu4, exact_match, rouge_l
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +38,59 @@ def _questions(path: Path) -> Path:
     return path
 
 
+# the word the fake judge looks for in each question's answers (the memorised answer's last word, or "friend")
+JUDGE_WORDS = {q: a.split()[-1].strip(".").lower() for q, a in MEMORISE[:4]} | {"Say hello.": "friend"}
+
+
+def _judge_reply(prompt: str) -> str:
+    """A contrary judge: it prefers the answer *without* the question's word (TIE when both or neither have it),
+    so its verdicts are the opposite of what correctness alone would give and cannot be mistaken for them."""
+    word = JUDGE_WORDS[prompt.split("Question: ", 1)[1].split("\n\n", 1)[0]]
+    a, b = (word in answer.lower() for answer in answers_of(prompt))
+    return "B" if a and not b else "A" if b and not a else "TIE"
+
+
+def _expected_outcome(row: dict[str, Any]) -> str:
+    word = JUDGE_WORDS[row["question"]]
+    tuned, base = word in row["after"].lower(), word in row["before"].lower()
+    return "loss" if tuned and not base else "win" if base and not tuned else "tie"
+
+
+@pytest.mark.scenario("judge_key")
 def test_compare_writes_every_report_and_matches_the_terminal(
-    tiny_llama_dir: Path, tuned_run: Path, tmp_path: Path
+    tiny_llama_dir: Path, tuned_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     questions = _questions(tmp_path / "q.json")
     general = tmp_path / "general.json"
     general.write_text(json.dumps([{"question": q, "expected": [a.split()[-1].strip(".")]} for q, a in MEMORISE]))
-    result = run_cli(
-        "compare", "--base", str(tiny_llama_dir), "--tuned", str(tuned_run), "--questions", str(questions),
-        "--general", str(general), "--judge", str(tiny_llama_dir), "--max-new-tokens", "12",
-        "--out", str(tmp_path / "out"), cwd=tmp_path,
-    )  # fmt: skip
+    monkeypatch.setenv("TUNEFORGE_JUDGE_API_KEY", "compare-key")
+    monkeypatch.delenv("TUNEFORGE_JUDGE_URL", raising=False)
+    with fake_judges() as serve:
+        judge = serve(reply=_judge_reply)
+        result = run_cli(
+            "compare", "--base", str(tiny_llama_dir), "--tuned", str(tuned_run), "--questions", str(questions),
+            "--general", str(general), "--judge", judge.url, "--judge-model", "fake-judge", "--max-new-tokens", "12",
+            "--out", str(tmp_path / "out"), cwd=tmp_path,
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # the endpoint named with --judge got both orders of all 5 questions, with the key
+    assert judge.authorizations() == ["Bearer compare-key"] * 10
+    assert [r["body"]["model"] for r in judge.seen] == ["fake-judge"] * 10
     out = tmp_path / "out"
     record = json.loads((out / "compare.json").read_text())
     assert len(record["questions"]) == 5 and record["judge"] is True
-    assert {r["outcome"] for r in record["questions"]} <= {"win", "tie", "loss"}
-    assert record["questions"][4]["after_scores"].keys() == {"exact", "rouge_l", "bleu4"}
+    # the judge's verdicts, worked out from the recorded answers, are the outcomes
+    expected = [_expected_outcome(row) for row in record["questions"]]
+    assert [row["outcome"] for row in record["questions"]] == expected
+    assert "loss" in expected  # the tuned model learned answers the base model did not give: the judge disagrees
+    memorised = Counter(expected[:4])
+    assert record["outcomes"]["memorised"] == {k: memorised[k] for k in ("win", "tie", "loss")}
+    said_hello = record["questions"][4]
+    assert said_hello["after_scores"] == {
+        "exact": exact_match(said_hello["after"], ["Hello there, friend."]),
+        "rouge_l": pytest.approx(rouge_l(said_hello["after"], ["Hello there, friend."])),
+        "bleu4": pytest.approx(bleu4(said_hello["after"], ["Hello there, friend."])),
+    }
     assert record["forgetting"]["items"] == 8
     # the memorised answers were learned: the tuned model gets more of them right than the base model
     right_before, scored = record["totals"]["memorised"]["before"]
@@ -78,3 +119,15 @@ def test_compare_defaults_to_the_run_directory(tiny_llama_dir: Path, tuned_run: 
 def test_compare_needs_questions(tiny_llama_dir: Path, tmp_path: Path) -> None:
     result = run_cli("compare", "--base", str(tiny_llama_dir), "--tuned", str(tiny_llama_dir), cwd=tmp_path)
     assert result.returncode == 2 and "--questions" in result.stderr
+
+
+@pytest.mark.scenario("judge_key")
+def test_compare_refuses_a_remote_judge_without_the_opt_in(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    questions = _questions(tmp_path / "q.json")
+    result = run_cli(
+        "compare", "--base", str(tiny_llama_dir), "--tuned", str(tiny_llama_dir), "--questions", str(questions),
+        "--judge", "https://judge.example.com/v1", "--judge-model", "m", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "'judge.example.com' is not on this machine" in result.stderr and "--judge-remote" in result.stderr
+    assert "loading base model" not in result.stderr  # refused before any model was loaded

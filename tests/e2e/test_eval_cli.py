@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from cli_helpers import run_cli, write_config, write_memorisation_set
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_helpers import MEMORISE, run_cli, write_config, write_memorisation_set
+
+from tuneforge.data.messages import Conversation, Message
+from tuneforge.data.render import render_conversation
+from tuneforge.eval.predict import score_predictions
+from tuneforge.models.load import load_model
+
+MC_ITEMS = [("2+2?", ["3", "4", "5", "6"], "B"), ("3+3?", ["5", "7", "6", "9"], "C")]
 
 
 def test_eval_writes_results_and_appends_to_the_model_card(tiny_llama_dir: Path, tmp_path: Path) -> None:
@@ -14,22 +25,62 @@ def test_eval_writes_results_and_appends_to_the_model_card(tiny_llama_dir: Path,
     assert run_cli("train", str(config), cwd=tmp_path).returncode == 0
     bench = tmp_path / "bench" / "test" / "math_test.csv"
     bench.parent.mkdir(parents=True)
-    bench.write_text("2+2?,3,4,5,6,B\n3+3?,5,7,6,9,C\n", encoding="utf-8")
+    bench.write_text("".join(f"{q},{','.join(o)},{a}\n" for q, o, a in MC_ITEMS), encoding="utf-8")
     run = tmp_path / "run"
     result = run_cli(
         "eval", str(run), "--data", str(data), "--mc", str(tmp_path / "bench"), "--shots", "0",
         "--predict", str(data), "--max-new-tokens", "4", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    loaded = load_model(str(run))
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+
+    # loss and perplexity: the mean NLL of the answer tokens of the 8 rows, computed here directly
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for question, answer in MEMORISE:
+            sample = render_conversation(
+                tokenizer, Conversation([Message("user", question), Message("assistant", answer)]), 1024
+            )
+            logits = model(torch.tensor([sample.input_ids])).logits[0, :-1]
+            targets = torch.tensor(sample.labels[1:])
+            keep = targets != -100
+            total += float(F.cross_entropy(logits[keep], targets[keep], reduction="sum"))
+            tokens += int(keep.sum())
     loss = json.loads((run / "eval" / "loss.json").read_text())
-    assert loss["samples"] == 8 and loss["perplexity"] > 1
+    assert loss["samples"] == 8 and loss["tokens"] == tokens
+    assert loss["loss"] == pytest.approx(total / tokens, rel=1e-4)
+    assert loss["perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-4)
+
+    # multiple choice, 0-shot: each item's letter log-probabilities from the model's next token, computed here
     mc = json.loads((run / "eval" / "multiple_choice.json").read_text())
-    assert mc["items"] == 2 and set(mc["per_subject"]) == {"math"}
+    letters = [tokenizer("ABCD"[k], add_special_tokens=False)["input_ids"][0] for k in range(4)]
+    intro = "The following are multiple choice questions about math. Answer with the letter.\n\n"
+    expected_choices = []
+    for row, (question, options, answer) in zip(mc["results"], MC_ITEMS, strict=True):
+        block = question + "\n" + "\n".join(f"{'ABCD'[k]}. {o}" for k, o in enumerate(options)) + "\nAnswer:"
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": intro + block}], add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)[letters].tolist()
+        assert row["logprobs"] == pytest.approx(logprobs, abs=1e-4) and row["answer"] == answer
+        expected_choices.append("ABCD"[max(range(4), key=lambda k: logprobs[k])])
+    assert [row["choice"] for row in mc["results"]] == expected_choices
+    right = sum(choice == answer for choice, (_, _, answer) in zip(expected_choices, MC_ITEMS, strict=True))
+    assert mc["items"] == 2 and mc["accuracy"] == right / 2
+    assert mc["per_subject"] == {"math": {"accuracy": right / 2, "items": 2}}
+
+    # predict: one row per data row, metrics the scorers' means over those rows
     predict = json.loads((run / "eval" / "predict.json").read_text())
-    assert predict["items"] == 8 and len((run / "eval" / "predictions.jsonl").read_text().splitlines()) == 8
+    rows = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["reference"]) for r in rows] == MEMORISE and predict["items"] == 8
+    metrics = score_predictions([r["prediction"] for r in rows], [r["reference"] for r in rows])
+    assert {k: predict[k] for k in metrics} == pytest.approx(metrics)
+
     card = (run / "README.md").read_text()
     assert "## Evaluation" in card and f"perplexity {loss['perplexity']:.2f}" in card
-    assert "multiple choice: accuracy" in card and "rouge-l" in card
+    assert f"multiple choice: accuracy {100 * right / 2:.1f}% on 2 questions, 0-shot" in card
+    assert f"rouge-l {metrics['rouge-l']:.2f}" in card
 
 
 def test_eval_needs_a_task(tiny_llama_dir: Path, tmp_path: Path) -> None:

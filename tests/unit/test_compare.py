@@ -262,7 +262,7 @@ def test_trim_to_sentence(text, expected):
 
 def test_bundled_identity_dataset():
     path = bundled_path("identity")
-    assert path is not None
+    assert path is not None and path.name == "identity.json"
     rows = json.loads(path.read_text(encoding="utf-8"))
     assert len(rows) >= 40
     assert all(set(row) <= {"instruction", "input", "output"} for row in rows)
@@ -278,8 +278,13 @@ def test_bundled_identity_dataset():
     assert not [q for q in identity_questions if q.strip().lower() in instructions]
 
 
-def test_bundled_general_prompts_are_strings():
+def test_bundled_general_prompts_are_distinct_and_held_out_from_the_eval_sets():
     path = bundled_path("general_prompts")
-    assert path is not None
+    assert path is not None and path.name == "general_prompts.json"
     prompts = json.loads(path.read_text(encoding="utf-8"))
-    assert prompts and all(isinstance(p, str) and p.strip() for p in prompts)
+    assert prompts[0] == "What is the capital of Germany?" and len(prompts) >= 40
+    normalised = [str(p).strip().lower() for p in prompts]
+    assert all(normalised) and len(set(normalised)) == len(prompts) and not any("{{" in p for p in normalised)
+    # self-replay trains on the base model's answers to these: none may be a question the evaluation asks
+    asked = [q.question for q in load_questions("demo_questions", {}) + load_questions("general_check", {})]
+    assert not set(normalised) & {q.strip().lower() for q in asked}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from fixtures.scripted_model import build_scripted_model
 from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.render import render_conversation
 from tuneforge.errors import UserError
@@ -92,10 +93,32 @@ def test_scoring_counts_choices_per_subject(mmlu: Path, tiny_llama_dir: Path):
         "astronomy": {"accuracy": 0.0, "items": 2},
         "math": {"accuracy": 1 / 3, "items": 3},
     }
-    # a real (tiny) model gives a probability distribution over the four letters for each item
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    real = score_benchmark(model, tokenizer, items, dev, shots=1)
-    assert real["items"] == 5 and all(len(r["logprobs"]) == 4 and max(r["logprobs"]) <= 0 for r in real["results"])
+
+
+def test_option_logprobs_of_a_real_model(mmlu: Path, tiny_llama_dir: Path):
+    """Batched (left-padded) scoring equals scoring each prompt alone, and the prompt is the documented one."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    items, dev = load_benchmark(mmlu)
+    batched = score_benchmark(model, tokenizer, items, dev, shots=1, batch_size=8)
+    alone = score_benchmark(model, tokenizer, items, dev, shots=1, batch_size=1)
+    for together, single in zip(batched["results"], alone["results"], strict=True):
+        assert together["logprobs"] == pytest.approx(single["logprobs"], abs=1e-4)
+    choices = [r["choice"] for r in batched["results"]]
+    assert choices == ["ABCD"[max(range(4), key=lambda k: r["logprobs"][k])] for r in batched["results"]]
+    assert batched["accuracy"] == sum(c == i.answer for c, i in zip(choices, items, strict=True)) / 5
+    # math has a dev example: one solved shot, then the question (astronomy has none: 0 shots)
+    intro = "The following are multiple choice questions about math. Answer with the letter.\n\n"
+    messages = [
+        {"role": "user", "content": intro + "1+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"},
+    ]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1], -1)[letter_ids(tokenizer)]
+    assert batched["results"][2]["logprobs"] == pytest.approx(logprobs.tolist(), abs=1e-4)
 
 
 def test_perplexity_is_exp_of_the_mean_supervised_token_loss(tiny_llama_dir: Path):
@@ -130,13 +153,24 @@ def test_predict_metrics_are_means_of_the_scorers():
     assert metrics["bleu-4"] == pytest.approx(50 * sum(bleu4(p, [r]) for p, r in pairs))
 
 
-def test_predict_answers_each_prompt(tiny_llama_dir: Path):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+def test_predict_answers_each_prompt(tiny_llama_dir: Path, tmp_path: Path):
+    scripted = build_scripted_model(tiny_llama_dir, tmp_path / "scripted", "Hello there.")  # says it to anything
+    tokenizer = AutoTokenizer.from_pretrained(scripted)
+    model = AutoModelForCausalLM.from_pretrained(scripted)
     conversations = [
         Conversation([Message("user", "Hi"), Message("assistant", "Hello.")], source="f:1"),
         Conversation([Message("user", "Bye"), Message("assistant", "Goodbye.")], source="f:2"),
+        Conversation([Message("user", "Greet me")], source="f:3"),  # no reference answer: left out
     ]
-    metrics, rows = predict_and_score(model, tokenizer, conversations, max_new_tokens=4)
-    assert [r["source"] for r in rows] == ["f:1", "f:2"] and rows[1]["reference"] == "Goodbye."
-    assert set(metrics) == {"bleu-4", "rouge-1", "rouge-2", "rouge-l", "corpus-bleu-4"}
+    metrics, rows = predict_and_score(model, tokenizer, conversations, max_new_tokens=8)
+    assert rows == [
+        {"source": "f:1", "prompt": "Hi", "reference": "Hello.", "prediction": "Hello there."},
+        {"source": "f:2", "prompt": "Bye", "reference": "Goodbye.", "prediction": "Hello there."},
+    ]
+    # "hello there" vs "hello": ROUGE-1 P 1/2, R 1 → F1 2/3; vs "goodbye": 0; in %, averaged over the 2 rows
+    assert metrics["rouge-1"] == pytest.approx(100 * (2 / 3) / 2)
+    assert metrics["rouge-l"] == pytest.approx(100 * (2 / 3) / 2)
+    assert metrics["rouge-2"] == 0.0  # "hello" and "goodbye" have no bigram
+    # BLEU-4 of "hello there" vs "hello": precisions 1/2, (0+1)/(1+1), 1/1, 1/1 (add-one past unigrams), no BP
+    assert metrics["bleu-4"] == pytest.approx(100 * ((1 / 2) * (1 / 2)) ** 0.25 / 2)
+    assert metrics["corpus-bleu-4"] == 0.0  # no 4-gram in the corpus matches

@@ -24,8 +24,15 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--general", help="general-ability set for the forgetting check (e.g. general_check)")
     parser.add_argument("--general-limit", type=int, help="only the first N items of the general set")
     parser.add_argument("--threshold", type=float, default=5.0, help="forgetting threshold in points (default 5)")
-    parser.add_argument("--judge", help="judge: a model tuneforge loads, or an OpenAI-compatible endpoint URL")
+    parser.add_argument(
+        "--judge",
+        help="judge: a model tuneforge loads, or an OpenAI-compatible endpoint URL (default: $TUNEFORGE_JUDGE_URL); "
+        "an endpoint gets $TUNEFORGE_JUDGE_API_KEY as its bearer token",
+    )
     parser.add_argument("--judge-model", help="model id for a judge endpoint")
+    parser.add_argument(
+        "--judge-remote", action="store_true", help="allow a judge endpoint that is not on this machine"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--var", action="append", default=[], metavar="KEY=VALUE", help="fill {{KEY}} in questions")
     parser.add_argument("--out", help="output folder")
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from tuneforge.cli.options import parse_variables
     from tuneforge.config.schema import EvalSection
     from tuneforge.errors import UserError
-    from tuneforge.eval.session import base_answers, finish_comparison
+    from tuneforge.eval.session import base_answers, check_judge_settings, finish_comparison
     from tuneforge.models.load import load_model
     from tuneforge.progress import console
 
@@ -58,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     section = EvalSection(
         questions=args.questions,
         max_new_tokens=args.max_new_tokens,
-        judge=args.judge,
         judge_model=args.judge_model,
+        judge_remote=args.judge_remote,
         general=args.general,
         general_limit=args.general_limit,
         forgetting_threshold=args.threshold,
     )
+    check_judge_settings(section, args.judge)
     variables = {**_run_variables(args.tuned), **parse_variables(args.var)}
     console.print(f"loading base model {args.base}")
     base = load_model(args.base)
@@ -73,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     tuned = load_model(args.tuned)
     out = _out_dir(args)
     assert before is not None
-    finish_comparison(tuned.model, tuned.tokenizer, before, section, out)
+    finish_comparison(tuned.model, tuned.tokenizer, before, section, out, args.judge)
     console.print(f"report: {out / 'compare.html'} (also compare.md, compare.json)")
     return 0

@@ -57,6 +57,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Keys that once existed, with what replaced them (an unknown-key error alone would not say).
+_REMOVED_KEYS = {
+    "eval.judge_api_key_env": "a config can no longer choose which environment variable is sent to a judge. "
+    "The key now comes only from TUNEFORGE_JUDGE_API_KEY and is sent only to an endpoint named with --judge or "
+    "TUNEFORGE_JUDGE_URL; a judge off this machine needs eval.judge_remote: true. Delete the line.",
+}
+
+
 def _valid_keys(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The keys accepted at `loc` (a path of section/field names) in `model_cls`."""
     cls: Any = model_cls
@@ -79,7 +87,9 @@ def _describe(err: ValidationError, model_cls: type[BaseModel], source: str, pre
     for item in err.errors():
         loc = tuple(item["loc"])
         key = prefix + ".".join(str(p) for p in loc)
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and key in _REMOVED_KEYS:
+            lines.append(f"{source}: {key!r} was removed: {_REMOVED_KEYS[key]}")
+        elif item["type"] == "extra_forbidden":
             hint = closest(str(loc[-1]), _valid_keys(model_cls, loc))
             fix = f" Did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{hint}?" if hint else ""
             owner = f" for {prefix[:-1]} {model_cls.model_fields['name'].default!r}" if prefix else ""

@@ -3,21 +3,36 @@
 Each question is judged twice with the answers swapped, so a judge that always prefers the first (or second)
 position cannot make up a result: the tuned answer wins only when preferred in both orders, loses only when the
 base answer is preferred in both, and ties otherwise.
+
+An endpoint's API key comes only from TUNEFORGE_JUDGE_API_KEY and goes only to an endpoint named on the command
+line or in TUNEFORGE_JUDGE_URL (see judge_endpoint.py for the rest of the rules).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from tuneforge.errors import UserError
+from rich.markup import escape
 
-__all__ = ["combine", "judge_prompt", "make_judge", "parse_choice"]
+from tuneforge.errors import UserError
+from tuneforge.eval.judge_endpoint import KEY_ENV, URL_ENV, check_endpoint_url, endpoint_asker, looks_like_url
+from tuneforge.progress import console
+
+__all__ = [
+    "CONFIG_ORIGIN",
+    "JudgeChoice",
+    "check_judge",
+    "choose_judge",
+    "combine",
+    "judge_prompt",
+    "make_judge",
+    "parse_choice",
+    "verdicts",
+]
 
 _CHOICE = re.compile(r"\b(A|B|TIE)\b", re.IGNORECASE)
 
@@ -78,28 +93,66 @@ def _local_asker(name_or_path: str) -> Ask:
     return ask
 
 
-def _endpoint_asker(url: str, model: str, api_key: str | None) -> Ask:
-    endpoint = url.rstrip("/") + ("/chat/completions" if url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-
-    def one(prompt: str) -> str:
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 8}
-        request = urllib.request.Request(endpoint, json.dumps(body).encode(), headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return json.loads(response.read())["choices"][0]["message"]["content"] or ""
-        except (urllib.error.URLError, KeyError, json.JSONDecodeError, TimeoutError) as err:
-            raise UserError(f"judge endpoint {endpoint} failed: {err}; check eval.judge and the server") from None
-
-    return lambda prompts: [one(p) for p in prompts]
+CONFIG_ORIGIN = "eval.judge"
 
 
-def make_judge(judge: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> Ask:
-    """A function answering judge prompts: an http(s) URL is an OpenAI-compatible endpoint, anything else a model."""
-    if judge.startswith(("http://", "https://")):
-        if not model:
-            raise UserError("eval.judge is an endpoint: set eval.judge_model to the model id it serves")
-        return _endpoint_asker(judge, model, os.environ.get(api_key_env))
-    return _local_asker(judge)
+@dataclass(frozen=True)
+class JudgeChoice:
+    """Which judge to use and where that choice came from: "--judge", TUNEFORGE_JUDGE_URL or "eval.judge"."""
+
+    target: str
+    origin: str
+
+    @property
+    def trusted(self) -> bool:
+        """Whether an endpoint chosen here may receive the API key: never when only a config file named it."""
+        return self.origin != CONFIG_ORIGIN
+
+    @property
+    def is_endpoint(self) -> bool:
+        return looks_like_url(self.target)
+
+
+def choose_judge(command_line: str | None, config: str | None) -> JudgeChoice | None:
+    """The judge in force: `--judge`, else TUNEFORGE_JUDGE_URL, else the config's eval.judge; None when no judge."""
+    if command_line:
+        return JudgeChoice(command_line, "--judge")
+    if os.environ.get(URL_ENV):
+        return JudgeChoice(os.environ[URL_ENV], URL_ENV)
+    return JudgeChoice(config, CONFIG_ORIGIN) if config else None
+
+
+def check_judge(choice: JudgeChoice, model: str | None, allow_remote: bool) -> bool:
+    """Refuse a judge endpoint that may not be called (scheme, remote host, no model id), before any work is done.
+
+    Returns whether the endpoint is on this machine (True for a model judge, which runs here).
+    """
+    if not choice.is_endpoint:
+        return True
+    loopback = check_endpoint_url(choice.target, allow_remote, choice.origin)
+    if not model:
+        raise UserError(
+            f"{choice.origin}: the judge is an endpoint: set eval.judge_model (or --judge-model) to the model id "
+            "it serves"
+        )
+    return loopback
+
+
+def make_judge(choice: JudgeChoice, model: str | None = None, allow_remote: bool = False) -> Ask:
+    """A function answering judge prompts: an http(s) URL is an OpenAI-compatible endpoint, anything else a model.
+
+    The endpoint gets TUNEFORGE_JUDGE_API_KEY only when the choice is trusted (command line or TUNEFORGE_JUDGE_URL).
+    """
+    loopback = check_judge(choice, model, allow_remote)
+    if not choice.is_endpoint:
+        return _local_asker(choice.target)
+    assert model is not None  # check_judge refused an endpoint without a model id
+    api_key = os.environ.get(KEY_ENV) or None
+    if api_key and not choice.trusted:
+        console.print(
+            f"[yellow]note[/]: {KEY_ENV} is set but not sent to {escape(choice.target)}: that URL comes only from the "
+            f"config file ({CONFIG_ORIGIN}); name it with --judge or {URL_ENV} to send the key",
+            highlight=False,
+        )
+        api_key = None
+    return endpoint_asker(choice.target, model, api_key, loopback)

@@ -2,7 +2,7 @@
 
 `BeforeAnswers` are generated from the base model first (before training starts, so they are never skipped);
 `finish` generates the tuned answers with the same decoding settings, judges, checks forgetting and writes the
-report.
+report. A judge named on the command line (--judge) takes precedence over TUNEFORGE_JUDGE_URL and eval.judge.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from tuneforge.eval.compare import (
     compare_answers,
     load_questions,
 )
+from tuneforge.eval.judge import check_judge, choose_judge, make_judge
+from tuneforge.eval.judge import verdicts as judge_verdicts
 from tuneforge.models.rundir import RunLayout
 
-__all__ = ["BeforeAnswers", "ComparisonHook", "base_answers", "finish_comparison"]
+__all__ = ["BeforeAnswers", "ComparisonHook", "base_answers", "check_judge_settings", "finish_comparison"]
 
 
 @dataclass
@@ -60,17 +62,30 @@ def base_answers(
     return BeforeAnswers(questions, answers, general, general_answers)
 
 
+def check_judge_settings(section: EvalSection, command_line_judge: str | None = None) -> None:
+    """Refuse, before any model is loaded, a judge endpoint the comparison would not be allowed to call."""
+    choice = choose_judge(command_line_judge, section.judge)
+    if choice is not None and section.questions:
+        check_judge(choice, section.judge_model, section.judge_remote)
+
+
 def finish_comparison(
-    model: Any, tokenizer: Any, before: BeforeAnswers, section: EvalSection, out_dir: Path
+    model: Any,
+    tokenizer: Any,
+    before: BeforeAnswers,
+    section: EvalSection,
+    out_dir: Path,
+    command_line_judge: str | None = None,
 ) -> dict[str, Any]:
-    """Tuned answers, judge verdicts, forgetting check; writes out_dir/compare.{json,md,html}."""
+    """Tuned answers, judge verdicts, forgetting check; writes out_dir/compare.{json,md,html}.
+
+    The judge is `command_line_judge` (--judge), else TUNEFORGE_JUDGE_URL, else section.judge.
+    """
     after = answer_questions(model, tokenizer, before.questions, section.max_new_tokens, "tuned")
     verdicts = None
-    if section.judge and before.questions:
-        from tuneforge.eval.judge import make_judge
-        from tuneforge.eval.judge import verdicts as judge_verdicts
-
-        ask = make_judge(section.judge, section.judge_model, section.judge_api_key_env)
+    choice = choose_judge(command_line_judge, section.judge)
+    if choice is not None and before.questions:
+        ask = make_judge(choice, section.judge_model, section.judge_remote)
         verdicts = judge_verdicts(ask, before.questions, before.answers, after)
     forgetting: Forgetting | None = None
     if before.general:
@@ -91,8 +106,16 @@ class ComparisonHook:
     the tuned model and writes the report into the run's eval/ folder.
     """
 
-    def __init__(self, section: EvalSection, variables: dict[str, str], base_dir: Path | None) -> None:
+    def __init__(
+        self,
+        section: EvalSection,
+        variables: dict[str, str],
+        base_dir: Path | None,
+        command_line_judge: str | None = None,
+    ) -> None:
+        check_judge_settings(section, command_line_judge)
         self.section, self.variables, self.base_dir = section, variables, base_dir
+        self.command_line_judge = command_line_judge
         self.before: BeforeAnswers | None = None
 
     def before_training(self, model: Any, tokenizer: Any) -> None:
@@ -101,4 +124,4 @@ class ComparisonHook:
     def after_training(self, model: Any, tokenizer: Any, layout: RunLayout) -> dict[str, Any] | None:
         if self.before is None:
             return None
-        return finish_comparison(model, tokenizer, self.before, self.section, layout.eval)
+        return finish_comparison(model, tokenizer, self.before, self.section, layout.eval, self.command_line_judge)
