@@ -86,3 +86,22 @@ def test_eval_writes_results_and_appends_to_the_model_card(tiny_llama_dir: Path,
 def test_eval_needs_a_task(tiny_llama_dir: Path, tmp_path: Path) -> None:
     result = run_cli("eval", str(tiny_llama_dir), cwd=tmp_path)
     assert result.returncode == 2 and "--data" in result.stderr
+
+
+def test_predict_reports_the_rows_it_cannot_use(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "p.jsonl"
+    rows = [
+        {"instruction": "Who are you?", "output": "I am {{name}}."},
+        {"instruction": "2+2?", "output": "4"},
+        {"instruction": "Capital of France?", "output": "Paris"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = run_cli(
+        "eval", str(tiny_llama_dir), "--predict", str(data), "--max-new-tokens", "2", "--out", str(tmp_path / "o"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 row(s) of" in result.stderr and "unfilled placeholder" in result.stderr, result.stderr
+    assert "p.jsonl:1" in result.stderr
+    predicted = [json.loads(line) for line in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["reference"] for r in predicted] == ["4", "Paris"]

@@ -79,13 +79,19 @@ def _loss(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
 
 def _conversations(args: argparse.Namespace, files: list[str]) -> list[Any]:
     """The rows of `files` as conversations, in file order, none dropped for being repeated."""
-    from tuneforge.data.build import data_sources
-    from tuneforge.data.pipeline import CleaningOptions, read_sources
+    from tuneforge.data.build import cleaning_options, data_sources
+    from tuneforge.data.pipeline import read_sources
     from tuneforge.data.quality import DataReport
+    from tuneforge.progress import console
 
     data = _data_section(args, files)
-    options = CleaningOptions(variables=data.variables, max_samples=data.max_samples, dedup="none", shuffle=False)
-    return read_sources(data_sources(data, Path.cwd()), options, DataReport())
+    data.shuffle = False
+    report = DataReport()
+    conversations = read_sources(data_sources(data, Path.cwd()), cleaning_options(data, seed=0), report)
+    if report.dropped_total:
+        console.print(f"[yellow]{report.dropped_total} row(s) of {', '.join(files)} not used:[/]")
+        console.print(report.full_text(), markup=False)
+    return conversations
 
 
 def _predict(args: argparse.Namespace, loaded: Any, out: Path) -> dict[str, Any]:
