@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,9 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
 from fixtures.tiny_models import CHATML_TEMPLATE, build_tiny_model
+from tuneforge import __version__
 from tuneforge.errors import UserError
-from tuneforge.export.gguf import export_gguf
+from tuneforge.export.gguf import EXPORT_KEY, export_gguf
 from tuneforge.export.gguf_tensors import llama3_rope_factors
 
 ARCHS = ("llama", "qwen2", "qwen3")
@@ -216,8 +218,10 @@ def test_bf16_and_q8_0_load_and_stay_close(arch: str, dtype: str, exported, orig
 def test_untied_output_is_written_and_loads(tiny_llama_dir: Path, tmp_path: Path) -> None:
     folder = _variant(tiny_llama_dir, tmp_path / "untied", tie_word_embeddings=False)
     path = export_gguf(folder, tmp_path / "out" / "untied.gguf", "f32")
-    assert "output.weight" in _tensors(path)
     model = AutoModelForCausalLM.from_pretrained(folder)
+    np.testing.assert_array_equal(
+        np.asarray(_tensors(path)["output.weight"].data), model.lm_head.weight.detach().numpy()
+    )
     loaded = _load(path)
     assert not loaded.config.tie_word_embeddings
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
@@ -271,6 +275,7 @@ def test_metadata_and_tensor_names(arch: str, exported, model_dirs) -> None:
         f"{arch}.vocab_size": 768,
     }
     assert {key: fields.get(key) for key in expected} == expected
+    assert fields[EXPORT_KEY] == f"tuneforge {__version__}"
     assert fields[f"{arch}.attention.layer_norm_rms_epsilon"] == pytest.approx(config["rms_norm_eps"])
     has_key_length = head_dim != 64 // 4  # only the head_dim-128 Qwen3
     assert (fields.get(f"{arch}.attention.key_length") == head_dim) is has_key_length
@@ -284,7 +289,7 @@ def test_metadata_and_tensor_names(arch: str, exported, model_dirs) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_tokenizer_metadata_and_chat_template(arch: str, exported) -> None:
+def test_tokenizer_metadata_and_chat_template(arch: str, exported, model_dirs) -> None:
     fields = _fields(exported(arch, "f16"))
     assert fields["tokenizer.chat_template"] == CHATML_TEMPLATE
     assert fields["tokenizer.ggml.model"] == "gpt2"
@@ -297,7 +302,8 @@ def test_tokenizer_metadata_and_chat_template(arch: str, exported) -> None:
     assert tokens[:4] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
     assert list(types[:4]) == [CONTROL] * 4 and set(types[4:]) == {NORMAL}
     assert len(tokens) == len(types) == 768
-    assert len(fields["tokenizer.ggml.merges"]) > 0
+    merges = json.loads((model_dirs[arch] / "tokenizer.json").read_text())["model"]["merges"]
+    assert fields["tokenizer.ggml.merges"] == [" ".join(pair) for pair in merges]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -375,7 +381,8 @@ def test_sharded_folder_gives_the_same_file(tiny_llama_dir: Path, tmp_path: Path
     for path in tiny_llama_dir.iterdir():
         if path.name.startswith("tokenizer") or path.name == "chat_template.jinja":
             shutil.copy(path, sharded / path.name)
-    assert (sharded / "model.safetensors.index.json").is_file()
+    weight_map = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(weight_map) == set(load_file(tiny_llama_dir / "model.safetensors"))
     assert len(list(sharded.glob("*.safetensors"))) > 2
 
     whole = export_gguf(tiny_llama_dir, tmp_path / "whole.gguf", "q8_0", name="tiny")
@@ -449,14 +456,51 @@ def test_failed_export_leaves_the_previous_file_and_no_temporary(
 ) -> None:
     import tuneforge.export.gguf as module
 
-    target = tmp_path / "model.gguf"
-    target.write_bytes(b"previous")
+    target = export_gguf(tiny_llama_dir, tmp_path / "model.gguf", "f16", name="previous")
+    previous = target.read_bytes()
+    temporaries: list[str] = []
 
-    def broken(*args: Any) -> Any:  # fails once the header and metadata are on disk
+    def broken(*args: Any) -> Any:  # fails once the header and metadata are on disk, under a temporary name
+        temporaries.extend(p.name for p in tmp_path.iterdir() if p.name != "model.gguf")
         raise OSError("disk full")
 
     monkeypatch.setattr(module, "encoded_tensors", broken)
     with pytest.raises(OSError, match="disk full"):
         export_gguf(tiny_llama_dir, target, "f32")
-    assert target.read_bytes() == b"previous"
+    assert target.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["model.gguf"]
+    assert len(temporaries) == 1 and re.fullmatch(r"\.model\.gguf\.tmp-\w{8,}", temporaries[0]), temporaries
+
+
+def _foreign_gguf(path: Path) -> Path:
+    """A valid GGUF file that tuneforge did not write (no tuneforge.export key)."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("someone else's model")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.scenario("export_refusals")
+@pytest.mark.parametrize("existing", ["text file", "foreign gguf", "link to our gguf"])
+def test_an_existing_file_is_replaced_only_when_export_wrote_it(
+    existing: str, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    ours = export_gguf(tiny_llama_dir, tmp_path / "ours.gguf", "f16", name="first")
+    target = tmp_path / "model.gguf"
+    if existing == "text file":
+        target.write_text("my notes, not a model")
+    elif existing == "foreign gguf":
+        _foreign_gguf(target)
+    else:
+        target.symlink_to(ours)
+    before = target.read_bytes()
+    with pytest.raises(UserError, match="exists and is not a GGUF file written by tuneforge"):
+        export_gguf(tiny_llama_dir, target, "f16")
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf", "ours.gguf"]
+
+    replaced = export_gguf(tiny_llama_dir, ours, "f16", name="second")  # an earlier export of ours is replaced
+    assert _fields(replaced)["general.name"] == "second"

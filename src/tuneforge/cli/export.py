@@ -2,7 +2,10 @@
 
 Formats (see tuneforge.export; each registers itself):
 {formats}
-An existing DIR is replaced only with --force; everything is written to a temporary folder and renamed at the end.
+Everything is written to a temporary folder and renamed into place at the end, with a marker file
+(.tuneforge-export.json) in it. An existing DIR is replaced only when it holds that marker (an earlier export) and
+--force is given. The source, its base model, folders that contain them or lie inside them, the current and home
+folders and filesystem roots are refused whatever --force says.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ def add_parser(sub: Any) -> None:
         description=__doc__.format(formats=formats), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("source", help="run directory (or any model tuneforge loads)")
-    parser.add_argument("--to", required=True, help="output folder")
+    parser.add_argument("--to", required=True, help="output folder (new, or an earlier export with --force)")
     parser.add_argument("--format", choices=EXPORTERS.names(), default="hf")
     parser.add_argument("--dtype", default="auto", help="hf weights dtype: auto, float32, bfloat16, float16")
     parser.add_argument("--shard-size", default="2GB", help="largest safetensors shard (hf), e.g. 500MB")
     parser.add_argument("--gguf-type", default="f16", choices=GGUF_TYPES, help="GGUF tensor type (gguf, ollama)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier export in --to (only a folder export wrote)"
+    )
     parser.set_defaults(handler=run)
 
 

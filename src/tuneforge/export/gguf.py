@@ -7,7 +7,9 @@ llama.cpp, Ollama and ``transformers`` (``from_pretrained(folder, gguf_file=name
 
 Weights are read one tensor at a time and written straight to the file, so memory stays near the size
 of the largest tensor. This module reads the folder and writes the file; ``gguf_tensors`` plans and encodes the
-tensors and ``gguf_vocab`` supplies the tokenizer metadata.
+tensors and ``gguf_vocab`` supplies the tokenizer metadata. Every file carries the metadata key
+``tuneforge.export``: it is how a later export recognises a file it may replace (an existing file without it is
+never overwritten).
 """
 
 from __future__ import annotations
@@ -15,22 +17,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
+from tuneforge.atomic import atomic_output, temp_dir_beside
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
 from tuneforge.export.gguf_tensors import Hparams, PlannedTensor, encoded_tensors, plan_tensors, stored_layout
 from tuneforge.export.gguf_vocab import add_tokenizer_metadata, read_vocab
 from tuneforge.export.hf import merged_model, write_hf_folder
 
-__all__ = ["DTYPES", "SUPPORTED_ARCHITECTURES", "export_gguf", "gguf_file_name", "write_gguf_export"]
+__all__ = [
+    "DTYPES",
+    "EXPORT_KEY",
+    "SUPPORTED_ARCHITECTURES",
+    "export_gguf",
+    "gguf_file_name",
+    "is_gguf_export",
+    "write_gguf_export",
+]
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 DTYPES = ("f32", "f16", "bf16", "q8_0")
+EXPORT_KEY = "tuneforge.export"  # metadata key marking a file this module wrote
 
 # transformers rebuilds a Qwen3 config from GGUF metadata without reading the head size.
 _TRANSFORMERS_QWEN3_HEAD_DIM = 128
@@ -42,7 +54,8 @@ def export_gguf(model_dir: Path, out_file: Path, dtype: str = "f16", *, name: st
     ``dtype`` is one of ``f32``, ``f16``, ``bf16`` or ``q8_0``; norms and other 1-D tensors always stay f32, and
     with ``q8_0`` a matrix whose rows are not a multiple of 32 values is stored as f16. ``name`` becomes
     ``general.name`` (default: the folder name). The file is written under a temporary name in the same folder
-    and renamed into place, so ``out_file`` is either complete or untouched.
+    and renamed into place, so ``out_file`` is either complete or untouched. An existing ``out_file`` is replaced
+    only when it is a GGUF file this function wrote (see ``is_gguf_export``); anything else is refused.
     """
     import gguf
 
@@ -57,9 +70,8 @@ def export_gguf(model_dir: Path, out_file: Path, dtype: str = "f16", *, name: st
     vocab = read_vocab(model_dir, config, n_vocab=shapes[_embedding_key(shapes)][0])
     name = name or model_dir.resolve().name
 
+    _check_out_file(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    if out_file.is_dir():
-        raise UserError(f"{out_file} is a folder; give the path of the .gguf file to write")
     writer = gguf.GGUFWriter(None, arch)
     _add_model_metadata(writer, hparams, name, vocab.n_vocab, qtype)
     add_tokenizer_metadata(writer, vocab)
@@ -67,6 +79,28 @@ def export_gguf(model_dir: Path, out_file: Path, dtype: str = "f16", *, name: st
     _report_fallbacks(plan, qtype)
     _warn_unreadable_head_dim(arch, hparams)
     return out_file
+
+
+def is_gguf_export(path: Path) -> bool:
+    """Whether `path` is a GGUF file written by `export_gguf` (it carries the ``tuneforge.export`` key)."""
+    import gguf
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return EXPORT_KEY in gguf.GGUFReader(path).fields
+    except Exception:  # any file the GGUF reader cannot read is not one of ours
+        return False
+
+
+def _check_out_file(out_file: Path) -> None:
+    if out_file.is_dir():
+        raise UserError(f"{out_file} is a folder; give the path of the .gguf file to write")
+    if (out_file.exists() or out_file.is_symlink()) and not is_gguf_export(out_file):
+        raise UserError(
+            f"{out_file} exists and is not a GGUF file written by tuneforge (no {EXPORT_KEY} metadata); "
+            "choose a new file name, or move that file away yourself"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -188,8 +222,11 @@ def _warn_unreadable_head_dim(arch: str, hparams: Hparams) -> None:
 def _add_model_metadata(writer: Any, hp: Hparams, name: str, n_vocab: int, qtype: Any) -> None:
     import gguf
 
+    from tuneforge import __version__
+
     writer.add_type("model")
     writer.add_name(name)
+    writer.add_string(EXPORT_KEY, f"tuneforge {__version__}")
     writer.add_context_length(hp.context_length)
     writer.add_embedding_length(hp.hidden_size)
     writer.add_block_count(hp.num_layers)
@@ -229,15 +266,12 @@ def _add_rope_scaling(writer: Any, hp: Hparams) -> None:
 
 
 def _write_atomically(writer: Any, plan: list[PlannedTensor], files: dict[str, Path], out_file: Path) -> None:
-    """Write header, metadata and tensors to a temporary file next to ``out_file``, then rename it into place."""
-    tmp = out_file.with_name(f".{out_file.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        _write(writer, plan, files, tmp)
-        writer.close()
-        os.replace(tmp, out_file)
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+    """Write header, metadata and tensors under a random temporary name next to ``out_file``, then rename it."""
+    with atomic_output(out_file) as tmp:
+        try:
+            _write(writer, plan, files, tmp)
+        finally:
+            writer.close()
 
 
 def _write(writer: Any, plan: list[PlannedTensor], files: dict[str, Path], path: Path) -> None:
@@ -260,12 +294,13 @@ def _write(writer: Any, plan: list[PlannedTensor], files: dict[str, Path], path:
 
 def write_gguf_export(source: str, folder: Path, options: ExportOptions) -> tuple[Path, Any]:
     """Merge `source` and write it into `folder` as one GGUF file of `options.gguf_type`; (file, tokenizer)."""
-    import tempfile
-
     model, tokenizer, _ = merged_model(source)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as merged:
-        write_hf_folder(model, tokenizer, Path(merged), "float32", "5GB")
-        gguf = export_gguf(Path(merged), folder / gguf_file_name(options), options.gguf_type, name=options.name)
+    merged = temp_dir_beside(folder / "merged")
+    try:
+        write_hf_folder(model, tokenizer, merged, "float32", "5GB")
+        gguf = export_gguf(merged, folder / gguf_file_name(options), options.gguf_type, name=options.name)
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
     return gguf, tokenizer
 
 

@@ -19,7 +19,7 @@ from tuneforge.config.load import load_config
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
-from tuneforge.models.adapters import ADAPTERS, adapter_of
+from tuneforge.models.adapters import ADAPTERS, AdapterSpec, adapter_of
 from tuneforge.models.load import load_model
 from tuneforge.models.rundir import RunLayout, is_run_dir, read_status
 
@@ -35,10 +35,13 @@ def _dtype(name: str) -> Any:
     return table.get(name)
 
 
-def _not_mergeable(source: str, name: str) -> UserError:
+def _not_mergeable(source: str, name: str, spec: AdapterSpec | None) -> UserError:
+    what = "learned virtual tokens" if spec is not None and spec.virtual_tokens else "extra modules"
+    mergeable = ", ".join(n for n in ADAPTERS.names() if ADAPTERS.get(n).mergeable)
     return UserError(
-        f"{source}: the {name!r} adapter adds virtual tokens or extra modules at run time and cannot be merged "
-        f"into plain weights; serve the run directory itself (`tuneforge serve {source}`)"
+        f"{source}: the {name!r} adapter adds {what} at run time, which cannot be merged into plain weights, so "
+        f"this run cannot be exported; serve or chat with the run directory itself (`tuneforge serve {source}`), "
+        f"or train with a mergeable adapter ({mergeable})"
     )
 
 
@@ -47,13 +50,14 @@ def merged_model(source: str) -> tuple[Any, Any, RunConfig | None]:
     config = None
     if is_run_dir(source):
         config = load_config(RunLayout(Path(source)).config)
-        if not ADAPTERS.get(config.adapter.name).mergeable:
-            raise _not_mergeable(source, config.adapter.name)
+        spec = ADAPTERS.get(config.adapter.name)
+        if not spec.mergeable:
+            raise _not_mergeable(source, config.adapter.name, spec)
     loaded = load_model(source, dtype="float32")
     model = loaded.model
     adapter = adapter_of(model)
     if adapter is not None and not adapter.mergeable:
-        raise _not_mergeable(source, adapter.peft_type or "run-time")
+        raise _not_mergeable(source, adapter.peft_type or "run-time", adapter)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model, loaded.tokenizer, config

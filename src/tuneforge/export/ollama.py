@@ -4,6 +4,10 @@ The role wrappers are read off the tokenizer's template by rendering probe conve
 template is written by hand), assembled into a Go template, and checked: the Go template must render a multi-turn
 conversation, with and without a system prompt, to exactly the text the tokenizer's template gives; otherwise
 export stops and says so. Tool calls are not part of the Modelfile template.
+
+Every value is written so that Ollama's Modelfile parser reads back exactly that text (see `modelfile`): template
+text that the Modelfile syntax cannot carry (quotes, `{{`, characters Ollama drops) is written as Go string
+constants; a default system prompt that cannot be a SYSTEM value becomes part of the template instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
 from tuneforge.export.gguf import gguf_file_name, write_gguf_export
-from tuneforge.export.gotemplate import render_go_template
+from tuneforge.export.gotemplate import literal_action, render_go_template
+from tuneforge.export.modelfile import BARE, DOUBLE, TRIPLE, go_printable, modelfile_value, parse_modelfile
 
 __all__ = ["ChatWrappers", "go_template", "modelfile", "read_wrappers", "verify_template", "write_ollama_export"]
 
@@ -85,15 +90,29 @@ def _template_bos(tokenizer: Any, head: str) -> str:
     return bos if bos and uses_bos and head.startswith(bos) else ""
 
 
-def go_template(w: ChatWrappers) -> str:
-    """The Go template Ollama renders; system from .System, turns from .Messages, then the generation prompt."""
+def _text(piece: str) -> str:
+    """Template source printing `piece`: as is, or as a Go string constant when the Modelfile cannot carry it."""
+    safe = "{{" not in piece and not piece.endswith("{") and '"' not in piece  # a trailing { would open an action
+    plain = safe and all(c in " \t\r\n" or go_printable(c) for c in piece)
+    return piece if plain else literal_action(piece)
+
+
+def go_template(w: ChatWrappers, default_system: str | None = None) -> str:
+    """The Go template Ollama renders; system from .System, turns from .Messages, then the generation prompt.
+
+    With `default_system`, the template itself prints that system prompt when the conversation has none.
+    """
+    system = f"{{{{ if .System }}}}{_text(w.system_prefix)}{{{{ .System }}}}{_text(w.system_suffix)}"
+    if default_system is not None:
+        system += f"{{{{ else }}}}{_text(w.system_prefix)}{literal_action(default_system)}{_text(w.system_suffix)}"
     return (
-        f"{w.bos}{{{{ if .System }}}}{w.system_prefix}{{{{ .System }}}}{w.system_suffix}{{{{ end }}}}"
+        f"{_text(w.bos)}{system}{{{{ end }}}}"
         "{{ range .Messages }}"
-        f'{{{{ if eq .Role "user" }}}}{w.user_prefix}{{{{ .Content }}}}{w.user_suffix}'
-        f'{{{{ else if eq .Role "assistant" }}}}{w.assistant_prefix}{{{{ .Content }}}}{w.assistant_suffix}'
+        f'{{{{ if eq .Role "user" }}}}{_text(w.user_prefix)}{{{{ .Content }}}}{_text(w.user_suffix)}'
+        f'{{{{ else if eq .Role "assistant" }}}}{_text(w.assistant_prefix)}{{{{ .Content }}}}'
+        f"{_text(w.assistant_suffix)}"
         "{{ end }}{{ end }}"
-        f"{w.assistant_prefix}"
+        f"{_text(w.assistant_prefix)}"
     )
 
 
@@ -140,14 +159,31 @@ def modelfile(tokenizer: Any, gguf_name: str, temperature: float = 0.7, context:
             "into the first user turn (Mistral, Gemma) are not expressible this way. The GGUF file embeds the "
             "original template: use it with llama.cpp (`llama-server -m FILE --jinja`), or export --format gguf"
         ) from None
-    template = go_template(w)
-    verify_template(tokenizer, template, w.default_system)
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
-    if w.default_system:
-        lines.append(f'SYSTEM """{w.default_system}"""')
-    lines += [f'PARAMETER stop "{stop}"' for stop in _stops(tokenizer, w)]
-    lines += [f"PARAMETER temperature {temperature}", f"PARAMETER num_ctx {context}"]
-    return "\n".join(lines) + "\n"
+    system, in_template = w.default_system or None, None
+    if system is not None:
+        try:
+            modelfile_value(system, "the default system prompt")
+        except UserError:  # no Modelfile quoting carries it: the template prints it instead
+            system, in_template = None, system
+    template = go_template(w, in_template)
+    verify_template(tokenizer, template, system)
+    commands = [("model", f"./{gguf_name}"), ("template", template)]
+    commands += [("system", system)] if system is not None else []
+    commands += [("stop", stop) for stop in _stops(tokenizer, w)]
+    commands += [("temperature", str(temperature)), ("num_ctx", str(context))]
+    text = "".join(_command_line(name, value) for name, value in commands)
+    if parse_modelfile(text) != commands:  # the parser port disagrees with the quoting: never write that file
+        raise UserError("the Modelfile would not read back as written; use the GGUF file with its embedded template")
+    return text
+
+
+def _command_line(name: str, value: str) -> str:
+    if name == "model":
+        return f"FROM {modelfile_value(value, 'the GGUF file name', (BARE, DOUBLE))}\n"
+    if name in ("template", "system"):
+        return f"{name.upper()} {modelfile_value(value, f'the {name}')}\n"
+    quotes = (DOUBLE, TRIPLE, BARE) if name == "stop" else (BARE, DOUBLE, TRIPLE)
+    return f"PARAMETER {name} {modelfile_value(value, f'the {name} parameter', quotes)}\n"
 
 
 def write_ollama_export(source: str, folder: Path, options: ExportOptions) -> None:
