@@ -9,7 +9,7 @@ import yaml
 
 import tuneforge.methods  # noqa: F401  (registers the adapter and method parameters configs are checked against)
 from tuneforge.config import RunConfig, load_config, parse_overrides
-from tuneforge.config.load import config_from_dict, dump_config
+from tuneforge.config.load import config_from_dict, dump_config, load_saved_config
 from tuneforge.errors import UserError
 from tuneforge.models.adapters.freeze import FreezeParams
 from tuneforge.models.adapters.full import FullParams
@@ -321,3 +321,18 @@ def test_builtin_registries_list_their_names():
     assert "sft" in METHODS.names()
     with pytest.raises(UserError, match="Did you mean 'sharegpt'"):
         FORMATS.get("sharegtp")
+
+
+def test_a_saved_run_config_with_a_removed_key_still_loads(tmp_path: Path) -> None:
+    saved = yaml.safe_load(dump_config(RunConfig()))
+    saved["eval"]["judge_api_key_env"] = "OPENAI_API_KEY"  # written by an older tuneforge into every run
+    saved["train"]["learning_rate"] = 0.123
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    with pytest.raises(UserError, match="'eval.judge_api_key_env' was removed"):
+        load_config(path)  # a config a user writes is held to the current keys
+    assert load_saved_config(path).train.learning_rate == 0.123
+    saved["train"]["learnin_rate"] = 1
+    path.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    with pytest.raises(UserError, match="train.learnin_rate"):
+        load_saved_config(path)  # only removed keys are forgiven

@@ -13,7 +13,7 @@ from tuneforge.config.variants import VARIANT_SECTIONS, VariantSection
 from tuneforge.errors import UserError
 from tuneforge.registry import closest
 
-__all__ = ["config_from_dict", "dump_config", "load_config", "parse_overrides", "validate_variant"]
+__all__ = ["config_from_dict", "dump_config", "load_config", "load_saved_config", "parse_overrides", "validate_variant"]
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -142,6 +142,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raw = _deep_merge(raw, parse_overrides(overrides))
         source += " (with overrides)"
     return config_from_dict(raw, source)
+
+
+def load_saved_config(path: str | Path) -> RunConfig:
+    """A run directory's own config.yaml, which an older tuneforge may have written: keys since removed are dropped
+    (they had defaults then and mean nothing now); anything else is validated as strictly as load_config."""
+    raw = _read_yaml(Path(path))
+    for dotted in _REMOVED_KEYS:
+        *sections, key = dotted.split(".")
+        node: Any = raw
+        for name in sections:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return config_from_dict(raw, str(path))
 
 
 def dump_config(config: RunConfig) -> str:

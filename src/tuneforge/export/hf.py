@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import tuneforge.methods  # noqa: F401  (registers the method and adapter parameters run configs are checked against)
-from tuneforge.config.load import load_config
+from tuneforge.config.load import load_saved_config
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
@@ -49,7 +49,7 @@ def merged_model(source: str) -> tuple[Any, Any, RunConfig | None]:
     """(model with any adapter merged in, tokenizer, the run's config or None) for a run dir or model."""
     config = None
     if is_run_dir(source):
-        config = load_config(RunLayout(Path(source)).config)
+        config = load_saved_config(RunLayout(Path(source)).config)
         spec = ADAPTERS.get(config.adapter.name)
         if not spec.mergeable:
             raise _not_mergeable(source, config.adapter.name, spec)
