@@ -12,10 +12,10 @@ Rules
    Fix: move the code that needs the subpackage into that subpackage (or a higher one), or pass the value in.
 
 2. Layers. Subpackages are stacked, lowest first (the table is `LAYERS` below):
-       config (0) < data (1) < models (2) < methods (3) < train (4) < eval, export, serve (5) < webui, cli (6)
+       config (0) < data (1) < models (2) < methods (3) < train (4) < eval, export, serve (5) < webui (6) < cli (7)
    A module of a subpackage may import leaf helpers, its own subpackage, and subpackages of a LOWER level only.
-   Siblings on one level must not import each other (eval, export and serve are independent; so are webui and
-   cli). Fix: move the shared code down to the lowest layer that all users can import (or into a leaf
+   Siblings on one level must not import each other (eval, export and serve are independent). The web UI never
+   imports the CLI (it runs `tuneforge` commands as subprocesses); only the CLI's `webui` verb starts it. Fix: move the shared code down to the lowest layer that all users can import (or into a leaf
    helper), or invert the dependency (pass a callable / value in from the higher layer).
    A new subpackage must be added to `LAYERS` in this file, at the level it belongs to.
 
@@ -65,13 +65,13 @@ LAYERS: dict[str, int] = {
     "export": 5,
     "serve": 5,
     "webui": 6,
-    "cli": 6,
+    "cli": 7,
 }
 
 LEAF = "<leaf helpers>"  # the layer name of the single-file modules directly in src/tuneforge/
 
 LAYER_TABLE_TEXT = (
-    "config (0) < data (1) < models (2) < methods (3) < train (4) < eval, export, serve (5) < webui, cli (6)"
+    "config (0) < data (1) < models (2) < methods (3) < train (4) < eval, export, serve (5) < webui (6) < cli (7)"
 )
 
 
