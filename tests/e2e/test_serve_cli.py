@@ -41,6 +41,7 @@ class Servers:
     run_dir: Path
     base_name: str
     chat_answer: str
+    ask_tokens: int  # of ASK, rendered with the chat template
 
 
 def _free_port() -> int:
@@ -49,11 +50,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `tuneforge ARGS...` with its stderr in `log` and its stdout next to it, in `log` with suffix .out."""
     command = [sys.executable, "-m", "tuneforge.cli.main", *args]
+    environment = {key: value for key, value in os.environ.items() if key != "TUNEFORGE_API_KEY"}
     with log.open("w") as errors, log.with_suffix(".out").open("w") as output:
-        return subprocess.Popen(command, stdout=output, stderr=errors, env={**os.environ, **ONE_THREAD})
+        return subprocess.Popen(
+            command, stdout=output, stderr=errors, env={**environment, **ONE_THREAD, **(env or {})}
+        )
 
 
 def _wait_until_up(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -87,6 +91,15 @@ def _random_adapter(base_dir: Path, out: Path) -> Path:
     return out
 
 
+def _template_tokens(model_dir: Path, messages: list[dict[str, str]]) -> list[int]:
+    from transformers import AutoTokenizer
+
+    from tuneforge.data.render import render_text
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return tokenizer(render_text(tokenizer, messages, generation=True), add_special_tokens=False)["input_ids"]
+
+
 def _start_training(tiny_llama_dir: Path, work: Path) -> subprocess.Popen[bytes]:
     """A short LoRA run on the memorisation set, into work/run."""
     data = write_memorisation_set(work / "memorise.jsonl")
@@ -104,19 +117,24 @@ def servers(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     run_dir = work / "run"
     ports = _free_port(), _free_port()
     main_args = ["serve", str(tiny_llama_dir), "--name", "tiny", "--adapter", f"a={run_dir}", "--adapter"]
-    main_args += [f"b={peft_dir}", "--port", str(ports[0]), "--api-key", KEY]
-    busy_args = ["serve", str(run_dir), "--port", str(ports[1]), "--api-key", KEY]
+    main_args += [f"b={peft_dir}", "--port", str(ports[0])]  # the key comes from TUNEFORGE_API_KEY
+    (work / "key").write_text(f"{KEY}\n")
+    busy_args = ["serve", str(run_dir), "--port", str(ports[1]), "--api-key-file", str(work / "key")]
     busy_args += ["--max-queue", "1", "--max-batch-size", "1"]
     chat_args = ["chat", str(run_dir), "--prompt", ASK[0]["content"], "--max-new-tokens", "16"]
     logs = [work / "main.log", work / "busy.log", work / "chat.log"]
-    processes = [_spawn(args, log) for args, log in zip([main_args, busy_args, chat_args], logs, strict=True)]
+    envs = [{"TUNEFORGE_API_KEY": KEY}, None, None]
+    processes = [
+        _spawn(args, log, env) for args, log, env in zip([main_args, busy_args, chat_args], logs, envs, strict=True)
+    ]
     try:
         bases = [f"http://127.0.0.1:{port}" for port in ports]
         for base, process, log in zip(bases, processes, logs, strict=False):
             _wait_until_up(base, process, log)
         assert processes[2].wait(timeout=120) == 0, logs[2].read_text()
         chat_answer = logs[2].with_suffix(".out").read_text().strip()
-        yield Servers(f"{bases[0]}/v1", f"{bases[1]}/v1", run_dir, tiny_llama_dir.name, chat_answer)
+        ask_tokens = len(_template_tokens(tiny_llama_dir, ASK))
+        yield Servers(f"{bases[0]}/v1", f"{bases[1]}/v1", run_dir, tiny_llama_dir.name, chat_answer, ask_tokens)
     finally:
         for process in processes:
             process.terminate()
@@ -157,7 +175,7 @@ def test_streamed_text_equals_plain_text_for_greedy_decoding(servers: Servers) -
     chunks = list(streamed)
     assert plain.choices[0].message.content == "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
-    assert plain.usage.prompt_tokens > 0 and plain.usage.completion_tokens <= 12
+    assert plain.usage.prompt_tokens == servers.ask_tokens and plain.usage.completion_tokens <= 12
     assert plain.usage.total_tokens == plain.usage.prompt_tokens + plain.usage.completion_tokens
 
 
@@ -230,15 +248,24 @@ def test_full_queue_answers_429_and_the_server_recovers(servers: Servers) -> Non
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(ask, range(8)))
     assert "429" in outcomes and "ok" in outcomes
-    assert _say(servers.busy, servers.base_name, ASK[0]["content"], max_tokens=4) is not None
+    expected = _say(servers.main, "tiny", ASK[0]["content"], max_tokens=4)  # the same base model, greedy
+    assert _say(servers.busy, servers.base_name, ASK[0]["content"], max_tokens=4) == expected
 
 
-def test_wrong_key_is_refused(servers: Servers) -> None:
+def test_wrong_or_bare_keys_are_refused(servers: Servers) -> None:
     with pytest.raises(openai.AuthenticationError):
         _client(servers.main, key="wrong").models.list()
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        _get(servers.main.removesuffix("/v1"), "/health", key="wrong")
-    assert refused.value.code == 401
+    for base in (servers.main, servers.busy):  # the key from TUNEFORGE_API_KEY, and from --api-key-file
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(base.removesuffix("/v1"), "/health", key="wrong")
+        assert refused.value.code == 401
+        bare = urllib.request.Request(f"{base.removesuffix('/v1')}/health", headers={"Authorization": KEY})
+        with pytest.raises(urllib.error.HTTPError) as bare_refused:
+            urllib.request.urlopen(bare, timeout=60)
+        assert bare_refused.value.code == 401 and json.loads(bare_refused.value.read())["error"]["code"] == (
+            "invalid_api_key"
+        )
+        assert _get(base.removesuffix("/v1"), "/health")["status"] == "ok"
 
 
 def test_bad_requests_get_openai_errors_and_the_server_survives(servers: Servers) -> None:
@@ -256,7 +283,7 @@ def test_bad_requests_get_openai_errors_and_the_server_survives(servers: Servers
     with pytest.raises(openai.BadRequestError) as bad_n:
         client.chat.completions.create(model="tiny", messages=ASK, n=100)
     assert bad_n.value.body["param"] == "n"
-    assert client.models.list().data  # the server survived
+    assert [m.id for m in client.models.list().data] == ["tiny", "a", "b"]  # the server survived
 
 
 def test_malformed_json_is_a_400_error_json(servers: Servers) -> None:
@@ -274,7 +301,7 @@ def test_malformed_json_is_a_400_error_json(servers: Servers) -> None:
 
 def test_binding_beyond_loopback_requires_a_key(tiny_llama_dir: Path, tmp_path: Path) -> None:
     result = run_cli("serve", str(tiny_llama_dir), "--host", "0.0.0.0", cwd=tmp_path)
-    assert result.returncode == 2 and "--api-key" in result.stderr
+    assert result.returncode == 2 and "set TUNEFORGE_API_KEY or give --api-key-file" in result.stderr
 
 
 def test_missing_optional_engine_names_its_package(tiny_llama_dir: Path, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def engine(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
     work = tmp_path_factory.mktemp("adapters")
     specs = [f"{name}={_random_adapter(tiny_llama_dir, work / name, seed)}" for name, seed in (("a", 1), ("b", 2))]
     made = open_engine("transformers", plan_serving(str(tiny_llama_dir), "tiny", specs))
-    assert isinstance(made, TransformersEngine)
+    assert type(made) is TransformersEngine and made.adapter_names == ("a", "b")
     return made
 
 
@@ -84,6 +84,36 @@ def test_adapters_are_picked_by_name_and_the_base_runs_without_them(
     assert answers[None] != answers["a"] != answers["b"] != answers[None]
     plain = open_engine("transformers", plan_serving(str(tiny_llama_dir)))
     assert plain.generate(_jobs(plain, None)) == answers[None]
+
+
+def test_an_empty_stop_string_is_ignored_streamed_or_not(engine: TransformersEngine) -> None:
+    plain = engine.generate(_jobs(engine, "a"))
+    batched = engine.generate(_jobs(engine, "a", stops=("",)))
+    assert batched == plain and max(c.tokens for [c] in plain) > 1
+    for job, [whole] in zip(_jobs(engine, "a", stops=("",)), plain, strict=True):
+        pieces: list[str] = []
+        job.emit = pieces.append
+        assert engine.stream(job) == whole and "".join(pieces) == whole.text
+
+
+def test_cancelled_rows_stop_and_the_rest_of_the_batch_is_unchanged(engine: TransformersEngine) -> None:
+    prompt = engine.encode_text("The")
+    kept, dropped = Job(prompt, 30, "a", ignore_eos=True), Job(prompt, 30, "a", ignore_eos=True)
+    dropped.cancel()
+    [[alone]] = engine.generate([kept])
+    [[together], [cut]] = engine.generate([kept, dropped])
+    assert together == alone and alone.tokens == 30
+    assert cut.tokens <= 1 and cut.finish == "length"
+    [[only]] = engine.generate([dropped])  # a batch of cancelled jobs ends at once
+    assert only.tokens <= 1
+
+
+def test_seeds_at_the_ends_of_the_64_bit_range_sample(engine: TransformersEngine) -> None:
+    for seed in (-(2**63), 2**63 - 1):
+        job = Job(engine.encode_text("The"), 6, "a", n=2, temperature=1.0, seed=seed)
+        [first], [again] = engine.generate([job]), engine.generate([job])
+        assert first == again and len(first) == 2
+        assert all(c.tokens == 6 if c.finish == "length" else c.tokens < 6 for c in first)
 
 
 def test_ignore_eos_generates_exactly_max_tokens(engine: TransformersEngine) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tuneforge.serve.engines.base import Engine, Job, Tokens
-from tuneforge.serve.scheduler import QueueFull, Scheduler
+from tuneforge.serve.scheduler import QueueFull, Scheduler, Unservable
 
 BOOM = 999  # a prompt token that makes EchoEngine fail
 
@@ -102,6 +102,7 @@ def test_answers_count_towards_the_batch_size_and_seeded_or_streamed_jobs_run_al
     assert scheduler.snapshot() == {
         "requests": 5,
         "failed": 0,
+        "cancelled": 0,
         "batches": 5,
         "largest_batch": 2,
         "answers": 7,
@@ -161,3 +162,73 @@ def test_cancelled_jobs_are_skipped_and_stop_cancels_waiting_ones(engine: EchoEn
     engine.gate.set()
     stopper.join(30)
     assert _answers([running]) == [["ef"]] and waiting.future.cancelled()
+
+
+def test_the_queue_counts_answers_and_refuses_what_could_never_fit(scheduler: Scheduler) -> None:
+    with pytest.raises(Unservable, match="--max-batch-size 3") as too_wide:
+        scheduler.submit([_job(n=4)])
+    assert too_wide.value.param == "n"
+    with pytest.raises(Unservable, match="9 answers") as too_many:
+        scheduler.submit([_job(n=3), _job(n=3), _job(n=3)])
+    assert too_many.value.param == "prompt"
+    scheduler.submit([_job(n=3), _job(n=3)])
+    with pytest.raises(QueueFull, match="6 answers are waiting"):
+        scheduler.submit([_job(n=3)])
+    scheduler.submit([_job(n=2)])
+    assert scheduler.snapshot()["queued"] == 8
+
+
+def test_cancelled_waiting_jobs_free_their_place_at_once(engine: EchoEngine, scheduler: Scheduler) -> None:
+    jobs = [_job(text) for text in ("ab", "cd", "ef", "gh", "ij", "kl", "mn", "op")]
+    scheduler.submit(jobs)
+    with pytest.raises(QueueFull):
+        scheduler.submit([_job("qr")])
+    for job in jobs[::2]:
+        job.cancel()
+    later = [_job(text) for text in ("qr", "st", "uv", "wx")]
+    scheduler.submit(later)
+    snapshot = scheduler.snapshot()
+    assert (snapshot["queued"], snapshot["cancelled"]) == (8, 4)
+    scheduler.start()
+    assert _answers(jobs[1::2] + later) == [[t] for t in ("cd", "gh", "kl", "op", "qr", "st", "uv", "wx")]
+    ran = [engine.decode(job.prompt) for batch in engine.batches for job in batch]
+    assert sorted(ran) == ["cd", "gh", "kl", "op", "qr", "st", "uv", "wx"]
+    assert scheduler.snapshot()["requests"] == 8 and scheduler.snapshot()["cancelled"] == 4
+
+
+def test_a_job_cancelled_while_it_runs_is_counted_as_cancelled(engine: EchoEngine, scheduler: Scheduler) -> None:
+    engine.gate.clear()
+    running = _job("abc")
+    scheduler.submit([running])
+    scheduler.start()
+    assert engine.entered.wait(30)
+    running.cancel()  # too late to skip it: the engine is told through `cancelled`
+    assert running.cancelled.is_set() and not running.future.cancelled()
+    engine.gate.set()
+    assert _answers([running]) == [["abc"]]
+    stats = scheduler.snapshot()
+    assert (stats["cancelled"], stats["requests"], stats["batches"]) == (1, 0, 1)
+
+
+def test_jobs_cancelled_or_a_stop_while_a_batch_gathers_leave_the_thread_running(
+    engine: EchoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashes: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_value))
+    scheduler = Scheduler(engine, max_batch_size=4, batch_wait_s=0.3, max_queue=8)
+    scheduler.start()
+    alone = _job("ab")
+    scheduler.submit([alone])  # the thread now waits up to 0.3 s for more jobs of its kind
+    alone.cancel()
+    assert scheduler.snapshot()["queued"] == 0  # pruned while the batch gathers: nothing left to take
+    gone, kept = _job("cd"), _job("ef")
+    scheduler.submit([gone])
+    gone.cancel()
+    scheduler.submit([kept])  # prunes `gone`, the oldest job of the gathering batch
+    assert _answers([kept]) == [["ef"]]
+    last = _job("gh")
+    scheduler.submit([last])
+    scheduler.stop()  # while `last` gathers
+    assert last.future.cancelled() and crashes == []
+    assert [engine.decode(job.prompt) for batch in engine.batches for job in batch] == ["ef"]
+    assert scheduler.snapshot()["cancelled"] == 2

@@ -59,3 +59,11 @@ def test_text_stream_out_of_tokens_is_a_length_finish() -> None:
     for token in b"abz":
         stream.add(token)
     assert stream.close(hit_eos=False) == Completion("abz", 3, "length")
+
+
+def test_empty_stop_strings_are_ignored_by_requests_and_the_cutter() -> None:
+    from tuneforge.serve.protocol import CompletionRequest
+
+    assert CompletionRequest(model="m", prompt="a", stop="").stops() == ()
+    assert CompletionRequest(model="m", prompt="a", stop=["", "x"]).stops() == ("x",)
+    assert _run(["ab", "c"], ("",)) == ("abc", True)

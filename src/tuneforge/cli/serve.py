@@ -3,6 +3,11 @@
 Serves POST /v1/chat/completions and /v1/completions (streaming too), GET /v1/models, GET /generate?prompt=...
 and GET /health. Several LoRA adapters share one base model; the request's `model` field picks one. Concurrent
 requests are batched. A LoRA run directory serves its base model and its adapter (under the run's name).
+
+API key: set TUNEFORGE_API_KEY or give --api-key-file; every route then needs `Authorization: Bearer <key>`.
+Binding anything but loopback requires one. Without a key, only requests addressed to this machine (Host header)
+and not sent by web pages of other origins are served. SIGTERM stops taking connections, lets the requests in
+flight finish (up to --drain-timeout seconds) and exits with status 0; a first Ctrl-C drains the same way.
 """
 
 from __future__ import annotations
@@ -10,9 +15,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
-__all__ = ["HELP", "NAME", "add_parser", "is_loopback", "run"]
+__all__ = ["HELP", "KEY_ENV", "NAME", "add_parser", "is_loopback", "resolve_api_key", "run"]
+
+KEY_ENV = "TUNEFORGE_API_KEY"
 
 NAME = "serve"
 HELP = "serve a model or run over an OpenAI-compatible API"
@@ -20,6 +30,7 @@ HELP = "serve a model or run over an OpenAI-compatible API"
 
 def add_parser(sub: Any) -> None:
     from tuneforge.serve.engines import ENGINES
+    from tuneforge.serve.guards import DEFAULT_MAX_BODY_BYTES
     from tuneforge.serve.loading import DEFAULT_ENGINE, engine_choices
 
     parser = sub.add_parser(NAME, help=HELP, description=__doc__)
@@ -27,10 +38,15 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
-        "--api-key",
-        default=os.environ.get("TUNEFORGE_API_KEY"),
-        help="require this bearer key on every route (env TUNEFORGE_API_KEY); "
+        "--api-key-file",
+        metavar="PATH",
+        help=f"require the bearer key stored in this file on every route (or set {KEY_ENV}); "
         "mandatory when binding anything but loopback",
+    )
+    parser.add_argument(
+        "--api-key",
+        help=f"the key itself: visible to every user of this machine in the process list, prefer {KEY_ENV} "
+        "or --api-key-file",
     )
     parser.add_argument(
         "--name", help="model id of MODEL_OR_RUN_DIR (default: its directory or model name; a LoRA run's adapter)"
@@ -59,7 +75,20 @@ def add_parser(sub: Any) -> None:
         "--max-queue",
         type=int,
         default=64,
-        help="most prompts waiting for generation; requests beyond it get HTTP 429 (default 64)",
+        help="most answers (prompts x n) waiting for generation; requests beyond it get HTTP 429, a request that "
+        "asks for more on its own gets HTTP 400 (default 64)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body accepted; larger ones get HTTP 413 (default {DEFAULT_MAX_BODY_BYTES}: 1 MiB)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="on SIGTERM, seconds to let requests in flight finish before cancelling them (default 60)",
     )
     parser.set_defaults(handler=run)
 
@@ -74,20 +103,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def resolve_api_key(args: argparse.Namespace) -> str | None:
+    """The API key from --api-key-file, --api-key (with a warning: others can read it) or $TUNEFORGE_API_KEY."""
+    from tuneforge.errors import UserError
+    from tuneforge.progress import console
+
+    if args.api_key_file and args.api_key:
+        raise UserError("give the API key once: --api-key-file or --api-key, not both")
+    if args.api_key_file:
+        path = Path(args.api_key_file).expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"--api-key-file {path}: cannot read the key: {err}") from None
+        source = f"--api-key-file {path}"
+    elif args.api_key is not None:
+        console.print(
+            f"[yellow]warning:[/] --api-key is visible to every user of this machine in the process list; "
+            f"set {KEY_ENV} or use --api-key-file instead"
+        )
+        key, source = args.api_key.strip(), "--api-key"
+    else:
+        key, source = os.environ.get(KEY_ENV, "").strip(), KEY_ENV
+        if not key:
+            return None
+    if not key or not (key.isascii() and key.isprintable()):
+        raise UserError(f"{source}: the API key must be a non-empty line of printable ASCII characters")
+    return key
+
+
+def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
     from tuneforge.errors import UserError
 
-    if not is_loopback(args.host) and not args.api_key:
-        raise UserError(f"binding {args.host} exposes the model to the network: set --api-key (or TUNEFORGE_API_KEY)")
-    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-queue", args.max_queue)):
+    if not is_loopback(args.host) and not api_key:
+        raise UserError(f"binding {args.host} exposes the model to the network: set {KEY_ENV} or give --api-key-file")
+    for flag, value in (
+        ("--max-batch-size", args.max_batch_size),
+        ("--max-queue", args.max_queue),
+        ("--max-body-bytes", args.max_body_bytes),
+    ):
         if value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value})")
-    if args.batch_wait_ms < 0 or args.max_tokens < 1:
-        raise UserError("--batch-wait-ms must be 0 or more and --max-tokens at least 1")
+    if args.batch_wait_ms < 0 or args.max_tokens < 1 or args.drain_timeout < 0:
+        raise UserError("--batch-wait-ms and --drain-timeout must be 0 or more, --max-tokens at least 1")
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
+    api_key = resolve_api_key(args)
+    _check_args(args, api_key)
     import uvicorn
 
     from tuneforge.progress import console
@@ -100,10 +163,31 @@ def run(args: argparse.Namespace) -> int:
     engine = open_engine(pick_engine(args.engine, plan.base), plan)
     scheduler = Scheduler(engine, args.max_batch_size, args.batch_wait_ms / 1000, args.max_queue)
     catalog = plan.catalog()
-    app = create_app(engine, catalog, scheduler, args.api_key, args.max_tokens)
+    app = create_app(engine, catalog, scheduler, api_key, args.max_tokens, args.max_body_bytes, args.host)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_timeout
+    )
+    server = uvicorn.Server(config)
     console.print(
         f"serving {', '.join(catalog.ids())} on http://{args.host}:{args.port}/v1 with {type(engine).__name__} "
         "(POST /v1/chat/completions, /v1/completions; GET /v1/models, /generate, /health)"
+        + ("" if api_key else "; no API key: this machine only")
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    _serve_until_signalled(server)
     return 0
+
+
+def _serve_until_signalled(server: Any) -> None:
+    """Run `server`; SIGTERM drains it (uvicorn's own handling) and ends in a normal exit.
+
+    uvicorn handles SIGTERM while it serves, then raises the signal again for the handler that was there before:
+    ours only asks the server to stop, so a drained server returns here instead of the process dying of the signal.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        server.run()
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,7 +1,10 @@
 """OpenAI request and response shapes (the subset tuneforge serves), and OpenAI-style errors.
 
 Request fields outside this subset (logprobs, penalties, tools, ...) are ignored. `ignore_eos` is an extension
-(as in vLLM): generate exactly `max_tokens` tokens.
+(as in vLLM): generate exactly `max_tokens` tokens. Requests are checked here, before any work, so that a bad one is
+a 400 naming its field: `seed` is a signed 64-bit integer as in OpenAI's API; text must be valid Unicode (JSON lets
+lone surrogates such as "\\ud800" through, which no tokeniser can encode); a completion prompt must not be empty;
+`stop` holds at most MAX_STOPS strings, and an empty stop string is ignored (streamed or not).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tuneforge.serve.text import Completion
 
 __all__ = [
     "MAX_N",
+    "MAX_STOPS",
+    "SEED_RANGE",
     "ApiError",
     "ChatChunks",
     "ChatMessage",
@@ -28,6 +33,8 @@ __all__ = [
 ]
 
 MAX_N = 16
+MAX_STOPS = 16
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 class ApiError(Exception):
@@ -55,9 +62,38 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def _unicode(text: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate is a ValueError saying where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"the text holds a lone surrogate (U+{ord(text[err.start]):04X} at character {err.start}), which is "
+            "not valid Unicode: send well-formed UTF-8 text"
+        ) from None
+    return text
+
+
+def _as_list(value: Any) -> Any:
+    """A single string as a list of one (for fields that take a string or a list of strings)."""
+    return [value] if isinstance(value, str) else value
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = ""
+
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        if isinstance(content, str):
+            return _unicode(content)
+        for part in content or []:
+            if part.get("type") == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ValueError('a text content part needs a string "text"')
+                _unicode(part["text"])
+        return content
 
     def text(self) -> str:
         """The content as text; of a list of content parts, the text parts joined."""
@@ -80,15 +116,26 @@ class SamplingRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: list[str] | None = Field(None, max_length=MAX_STOPS)
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     ignore_eos: bool = False
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, stop: Any) -> Any:
+        return _as_list(stop)
+
+    @field_validator("stop")
+    @classmethod
+    def _valid_stops(cls, stops: list[str] | None) -> list[str] | None:
+        return [_unicode(stop) for stop in stops] if stops is not None else None
 
     def requested_tokens(self) -> int | None:
         return self.max_tokens
 
     def stops(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        """The stop strings; an empty one is ignored (it would end every answer before it began)."""
+        return tuple(stop for stop in self.stop or () if stop)
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -106,10 +153,30 @@ class ChatRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
+    prompt: list[str] = Field(min_length=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, prompt: Any) -> Any:
+        if not isinstance(prompt, str | list):
+            raise ValueError("give the prompt as a string or a list of strings")
+        return _as_list(prompt)
+
+    @field_validator("prompt")
+    @classmethod
+    def _valid_prompts(cls, prompts: list[str]) -> list[str]:
+        for index, text in enumerate(prompts):
+            where = "the prompt" if len(prompts) == 1 else f"prompt {index}"
+            if not text:
+                raise ValueError(f"{where} is empty: give the text to continue")
+            try:
+                _unicode(text)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}" if len(prompts) > 1 else str(err)) from None
+        return prompts
 
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        return list(self.prompt)
 
 
 def _new_id(prefix: str) -> tuple[str, int]:

@@ -27,6 +27,7 @@ class Job:
 
     `adapter` is the served name of a LoRA adapter, None for the base model. A job with `emit` set is streamed:
     text pieces go to `emit` as they are made (n is 1 then). `future` receives the list of `n` completions.
+    `cancelled` is set when nobody waits for the answer any more: engines stop generating for it.
     """
 
     prompt: list[int]
@@ -45,6 +46,16 @@ class Job:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def abandoned(self) -> bool:
+        """True once the job was cancelled: skip it if it waits, stop generating for it if it runs."""
+        return self.cancelled.is_set() or self.future.cancelled()
+
+    def cancel(self) -> None:
+        """Nobody waits for this job any more (its client went away, the server stops)."""
+        self.cancelled.set()
+        self.future.cancel()
 
     def batch_key(self) -> tuple[object, ...] | None:
         """Jobs with equal keys can share one batched generation; None: this job runs alone.

@@ -52,7 +52,7 @@ class LlamaCppEngine(Engine):
 
     def _seed(self, job: Job) -> None:
         if job.seed is not None:
-            self.llm.set_seed(job.seed)
+            self.llm.set_seed(job.seed & 0xFFFFFFFF)  # llama.cpp seeds are 32-bit; requests allow 64-bit ones
 
     def _answer(self, job: Job, take: Callable[[int], bool] | None) -> Tokens:
         """Sample one answer token by token (temperature 0: greedy)."""

@@ -44,11 +44,9 @@ class TransformersEngine(HFTokenizerEngine):
         width = max(len(job.prompt) for job in rows)
         input_ids = torch.tensor([[self.pad_id] * (width - len(job.prompt)) + job.prompt for job in rows])
         attention_mask = torch.tensor([[0] * (width - len(job.prompt)) + [1] * len(job.prompt) for job in rows])
-        limits = _RowLimits(width, [job.max_tokens for job in rows], [job.stops for job in rows], self.decode)
+        limits = _RowLimits(width, rows, self.decode)
         output = self._generate(jobs[0], input_ids, attention_mask, max(limits.limits), limits)
-        answers = iter(
-            [self._cut(row, job.max_tokens) for row, job in zip(output[:, width:].tolist(), rows, strict=True)]
-        )
+        answers = iter([self._cut(row, limits.made(index)) for index, row in enumerate(output[:, width:].tolist())])
         return [[next(answers) for _ in range(job.n)] for job in jobs]
 
     def stream_tokens(self, job: Job, take: Callable[[int], bool]) -> bool:
@@ -118,20 +116,30 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 class _RowLimits(StoppingCriteria):
-    """Finish each row of a batch at its own token limit or once its text holds one of its stop strings."""
+    """Finish each row of a batch (one per answer of `rows`' jobs) at its own token limit, once its text holds one
+    of its (non-empty) stop strings, or once its job is cancelled."""
 
-    def __init__(
-        self, width: int, limits: list[int], stops: list[tuple[str, ...]], decode: Callable[[list[int]], str]
-    ) -> None:
-        self.width, self.limits, self.stops, self.decode = width, limits, stops, decode
+    def __init__(self, width: int, rows: list[Job], decode: Callable[[list[int]], str]) -> None:
+        self.width, self.rows, self.decode = width, rows, decode
+        self.limits = [job.max_tokens for job in rows]
+        self.stops = [tuple(stop for stop in job.stops if stop) for job in rows]
+        self.ended: list[int | None] = [None] * len(rows)
+
+    def made(self, index: int) -> int:
+        """How many tokens row `index` made before it finished here (generate pads a finished row after it)."""
+        ended = self.ended[index]
+        return self.limits[index] if ended is None else ended
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         made = input_ids.shape[1] - self.width
-        done = [made >= limit for limit in self.limits]
+        done = [made >= limit or job.cancelled.is_set() for limit, job in zip(self.limits, self.rows, strict=True)]
         for index, stops in enumerate(self.stops):
             if stops and not done[index]:
                 text = self.decode(input_ids[index, self.width :].tolist())
                 done[index] = any(stop in text for stop in stops)
+        for index, finished in enumerate(done):
+            if finished and self.ended[index] is None:
+                self.ended[index] = min(made, self.limits[index])
         return torch.tensor(done, device=input_ids.device)
 
 
