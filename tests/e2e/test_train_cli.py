@@ -38,6 +38,10 @@ def test_run_directory_is_complete(lora_run: Path) -> None:
     assert (lora_run / "model" / "tokenizer.json").is_file()
     status = json.loads((lora_run / "run.json").read_text())
     assert status["status"] == "finished" and status["steps"] == 30
+    environment = json.loads((lora_run / "environment.json").read_text())
+    assert (environment["seed"], environment["deterministic"]) == (42, False)
+    assert environment["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert environment["env"]["TOKENIZERS_PARALLELISM"] == "false"  # set for every command
     assert "memorise.jsonl" in (lora_run / "README.md").read_text()
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from tuneforge.atomic import temp_dir_beside
 from tuneforge.config.load import config_from_dict
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
 from tuneforge.errors import UserError
@@ -26,7 +27,6 @@ from tuneforge.train.callbacks import MetricsLog
 from tuneforge.train.checkpoint import (
     CheckpointStore,
     capture_rng,
-    check_compatible,
     list_checkpoints,
     load_trainable,
     load_training_state,
@@ -34,11 +34,11 @@ from tuneforge.train.checkpoint import (
     read_trainer_state,
     restore_rng,
     resume_point,
-    run_fingerprints,
     save_checkpoint,
 )
 from tuneforge.train.loop import LoopContext, train_loop
-from tuneforge.train.settings import LoopSettings, resume_guard
+from tuneforge.train.manifest import file_digest
+from tuneforge.train.settings import LoopSettings, check_compatible, resume_guard, run_fingerprints
 
 
 def small_module() -> nn.Module:
@@ -61,7 +61,11 @@ def test_round_trip_holds_only_trainable_weights(tmp_path):
     module(torch.ones(1, 4)).sum().backward()
     optimizer.step()
     path = save_checkpoint(tmp_path, 3, module, {"optimizer": optimizer.state_dict(), "rng": capture_rng()}, {"a": 1})
-    assert path == tmp_path / "step-3" and read_trainer_state(path) == {"a": 1}
+    assert path == tmp_path / "step-3" and read_trainer_state(path) == {"a": 1, "format": 2}
+    manifest = json.loads((path / "manifest.json").read_text())["files"]
+    assert sorted(manifest) == ["trainable.safetensors", "trainer_state.json", "training_state.pt"]
+    for name, entry in manifest.items():
+        assert entry == {"size": (path / name).stat().st_size, "sha256": file_digest(path / name)}, name
     from safetensors.torch import load_file
 
     assert set(load_file(str(path / "trainable.safetensors"))) == {"1.weight", "1.bias", "2.weight", "2.bias"}
@@ -93,13 +97,16 @@ def test_half_written_checkpoints_are_ignored_and_cleaned(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         save(tmp_path, 4)
     monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2"]  # a failed write removes its temporary folder
+    # a process killed mid-write leaves its temporary folder behind; it is named so that it never looks complete
+    killed = temp_dir_beside(tmp_path / "step-4")
+    shutil.copy(tmp_path / "step-2" / "trainable.safetensors", killed)
     (tmp_path / "step-6").mkdir()  # a step folder without trainer_state.json is not complete either
-    leftovers = list(tmp_path.glob(".tmp-step-4-*"))
-    assert len(leftovers) == 1 and (leftovers[0] / "trainable.safetensors").is_file()
+    assert killed.name.startswith(".step-4.tmp-") and len(killed.name) > len(".step-4.tmp-") + 6
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2"]
     save(tmp_path, 8)
     prune_checkpoints(tmp_path, keep=None, best_step=None)
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not killed.exists() and not list(tmp_path.glob(".*"))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-8"]
 
 
@@ -107,7 +114,7 @@ def test_saving_a_step_again_replaces_it(tmp_path):
     save(tmp_path, 5, marker="old")
     save(tmp_path, 5, marker="new")
     assert read_trainer_state(tmp_path / "step-5")["marker"] == "new"
-    assert not list(tmp_path.glob(".tmp-*")) or all(p.is_dir() for p in tmp_path.glob(".tmp-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-5"]
 
 
 @pytest.mark.parametrize(
@@ -218,17 +225,74 @@ def fingerprints(data=("ab", "cd"), **sections):
 def test_changed_guarded_keys_are_named(tmp_path):
     saved = fingerprints()
     assert check_compatible(saved, fingerprints(), tmp_path, force=False) == []
-    assert check_compatible(saved, fingerprints(train={"max_steps": 99, "eval_steps": 3}), tmp_path, False) == []
+    assert check_compatible(saved, fingerprints(train={"eval_steps": 3, "logging_steps": 5}), tmp_path, False) == []
     cases = {
         "adapter": fingerprints(adapter={"name": "lora", "r": 4}),
-        "model.name_or_path": fingerprints(model={"name_or_path": "other"}),
+        'model.name_or_path ("m" → "other")': fingerprints(model={"name_or_path": "other"}),
         "data (the prepared samples differ)": fingerprints(data=("ab", "cx")),
-        "train.batch_size": fingerprints(train={"batch_size": 8}),
+        "train.batch_size (4 → 8)": fingerprints(train={"batch_size": 8}),
     }
     for key, current in cases.items():
         with pytest.raises(UserError, match=r"cannot resume from .*: " + re.escape(key) + " changed.*--force"):
             check_compatible(saved, current, tmp_path, force=False)
     assert check_compatible(saved, cases["adapter"], tmp_path, force=True) == ["adapter"]
+
+
+@pytest.mark.parametrize(
+    ("train", "change"),
+    [
+        ({"max_steps": 28}, "train.max_steps (28 → 40), restore with train.max_steps=28"),
+        ({"max_steps": -1, "epochs": 3.0}, "train.epochs (3.0 → 2.0), restore with train.epochs=3.0"),
+        ({"scheduler": "cosine"}, 'train.scheduler ("cosine" → "linear"), restore with train.scheduler="cosine"'),
+        ({"warmup_ratio": 0.1}, "train.warmup_ratio (0.1 → 0.2), restore with train.warmup_ratio=0.1"),
+        ({"warmup_steps": 3}, "train.warmup_steps (3 → null), restore with train.warmup_steps=3"),
+    ],
+)
+def test_a_changed_schedule_is_refused_naming_old_and_new(tmp_path, train, change):
+    changed = {"max_steps": 40, "epochs": 2.0, "scheduler": "linear", "warmup_ratio": 0.2, "warmup_steps": None}
+    key = next(iter(train)) if len(train) == 1 else "epochs"
+    saved = fingerprints(train=train)
+    current = fingerprints(train={**train, key: changed[key]})
+    what, restore = change.split(", restore with ")
+    with pytest.raises(UserError) as err:
+        check_compatible(saved, current, tmp_path, force=False)
+    message = str(err.value)
+    assert f"{what} changed since it was written" in message
+    assert "another learning-rate schedule" in message and f"Put the old value back ({restore})" in message
+    assert "--force" in message and "output.overwrite=true" in message
+    assert check_compatible(saved, current, tmp_path, force=True) == [f"train.{key}"]
+
+
+def test_keys_without_effect_do_not_refuse_a_resume(tmp_path):
+    # epochs count only without max_steps, warmup_ratio only without warmup_steps
+    saved = fingerprints(train={"max_steps": 20, "epochs": 3.0, "warmup_steps": 2, "warmup_ratio": 0.1})
+    current = fingerprints(train={"max_steps": 20, "epochs": 1.0, "warmup_steps": 2, "warmup_ratio": 0.5})
+    assert check_compatible(saved, current, tmp_path, force=False) == []
+    # a constant rate without warm-up does not depend on the run's length: a run may be extended
+    constant = {"scheduler": "constant", "warmup_ratio": 0.0}
+    saved = fingerprints(train={"max_steps": 20, **constant})
+    assert check_compatible(saved, fingerprints(train={"max_steps": 30, **constant}), tmp_path, False) == []
+    with pytest.raises(UserError, match=r"train.max_steps \(20 → 30\) changed"):  # warm-up of 10% of the run
+        check_compatible(
+            fingerprints(train={"max_steps": 20, "scheduler": "constant"}),
+            fingerprints(train={"max_steps": 30, "scheduler": "constant"}),
+            tmp_path,
+            False,
+        )
+
+
+def test_checkpoints_of_hashed_fingerprints_still_resume(tmp_path):
+    import hashlib
+
+    current = fingerprints(train={"max_steps": 20})
+    digest = lambda v: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]  # noqa: E731
+    old = {
+        key: value if key == "data" or key in ("method", "adapter") else digest(value)
+        for key, value in current.items()
+    }
+    assert check_compatible(old, current, tmp_path, force=False, hashed=True) == []
+    with pytest.raises(UserError, match=r": train.max_steps changed since"):
+        check_compatible(old, fingerprints(train={"max_steps": 30}), tmp_path, force=False, hashed=True)
 
 
 # ---------------------------------------------------------------------------------------------------- the loop

@@ -27,18 +27,32 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--force", action="store_true", help="resume even though the model, data, method or adapter changed"
     )
+    parser.add_argument(
+        "--judge",
+        help="judge for the before/after comparison, instead of eval.judge: a model or an OpenAI-compatible "
+        "endpoint URL (only an endpoint named here or in $TUNEFORGE_JUDGE_URL gets $TUNEFORGE_JUDGE_API_KEY)",
+    )
+    parser.add_argument(
+        "--judge-remote", action="store_true", help="allow a judge endpoint off this machine (eval.judge_remote)"
+    )
     parser.set_defaults(handler=run)
 
 
 def _interrupted(err: Any, args: argparse.Namespace, console: Any) -> int:
-    """Ctrl-C: say where the checkpoint is and how to continue; exit status 130."""
+    """Ctrl-C or SIGTERM: say where the checkpoint is and how to continue; exit status 128 + the signal's number."""
+    import signal
+
+    status = 128 + int(getattr(signal, err.signal_name, signal.SIGINT))
+    by = f"{err.signal_name}: " if err.signal_name != "SIGINT" else ""
     if err.checkpoint is None:
-        console.print(f"\n[yellow]interrupted after step {err.step}; no checkpoint was saved (nothing to resume)[/]")
-        return 130
+        console.print(
+            f"\n[yellow]{by}interrupted after step {err.step}; no checkpoint was saved (nothing to resume)[/]"
+        )
+        return status
     command = " ".join(["tuneforge train", args.config, *args.overrides, "--resume"])
-    console.print(f"\n[yellow]interrupted after step {err.step}[/]; checkpoint saved to {err.checkpoint}")
+    console.print(f"\n[yellow]{by}interrupted after step {err.step}[/]; checkpoint saved to {err.checkpoint}")
     console.print(f"  continue with: {command}")
-    return 130
+    return status
 
 
 def _report_outcome(run_dir: Path, console: Any) -> None:
@@ -67,6 +81,7 @@ def _next_steps(run_dir: Path, adapter: Any, console: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tuneforge.cli.options import apply_config_access
     from tuneforge.config.load import load_config
     from tuneforge.eval.session import ComparisonHook
     from tuneforge.models.adapters import ADAPTERS
@@ -76,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from tuneforge.train.run import run_training
 
     config = load_config(args.config, args.overrides)
+    apply_config_access(config, args.config)
     if args.resume:
         config.train.resume = args.resume
     base_dir = Path(args.config).resolve().parent
-    comparison = ComparisonHook(config.eval, config.data.variables, base_dir)
+    if args.judge_remote:
+        config.eval.judge_remote = True
+    comparison = ComparisonHook(config.eval, config.data.variables, base_dir, args.judge)
     try:
         outcome = run_training(config, base_dir=base_dir, force=args.force, hooks=(comparison,))
     except TrainingInterrupted as err:

@@ -2,6 +2,7 @@
 
     RUN_DIR/config.yaml       the resolved config (every default written out)
             run.json          status (running, finished, failed, interrupted) and the run's numbers
+            environment.json  versions, hardware, threads and numeric settings the run trained with
             model/            the saved model: adapter weights (+ tokenizer) or a whole Hugging Face model
             checkpoints/      step-N checkpoints (see tuneforge.train.checkpoint)
             eval/             before/after comparison and evaluation results
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from tuneforge.atomic import atomic_write_text
 from tuneforge.config.load import dump_config, validate_variant
 from tuneforge.config.schema import AdapterParams, RunConfig
 from tuneforge.config.variants import VARIANT_SECTIONS
@@ -68,6 +70,10 @@ class RunLayout:
         return self.root / "checkpoints"
 
     @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
 
@@ -108,13 +114,11 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def write_status(run_dir: Path, status: str, **info: Any) -> None:
-    """Record the run's state (running, finished, failed) with details, atomically."""
-    path = RunLayout(run_dir).status
-    record = {**read_status(run_dir), "status": status, **info}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.replace(path)
+def write_status(run_dir: Path, status: str, clear: tuple[str, ...] = (), **info: Any) -> None:
+    """Record the run's state (running, finished, failed) with details, atomically; keys in `clear` are dropped."""
+    record = {key: value for key, value in read_status(run_dir).items() if key not in clear}
+    record.update(status=status, **info)
+    atomic_write_text(RunLayout(run_dir).status, json.dumps(record, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------------- what it recorded

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tuneforge.atomic import atomic_write_text
 from tuneforge.errors import UserError
 
 __all__ = ["MetricsLog", "check_finite", "loss_curves", "plot_losses"]
@@ -32,9 +33,7 @@ class MetricsLog:
     def replace(self, records: list[dict[str, Any]]) -> None:
         """Start over from `records` (a resumed run's history up to its checkpoint), rewriting the file."""
         self.records = [dict(r) for r in records]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, **record: Any) -> None:
         """Append a record (e.g. step=3, loss=1.2)."""

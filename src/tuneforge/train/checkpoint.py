@@ -5,21 +5,24 @@ A checkpoint folder holds
   training_state.pt       optimizer, scheduler and loss-scaler state, and the RNG states (python, numpy, torch, CUDA)
   trainer_state.json      step, data position (epoch, steps done in it, shuffle seed), counters, metrics so far,
                           and fingerprints of the config parts a resumed run must share
+  manifest.json           size and sha256 of each of those files (see tuneforge.train.manifest)
 
-It is written into a temporary folder beside it and renamed into place, so `step-N` either is complete or does
-not exist; a leftover `.tmp-*` folder (a run killed mid-save) is ignored and cleaned up by the next save.
+It is written into a temporary folder beside it, flushed to disk (files and folder entries) and renamed into
+place, so `step-N` either is complete or does not exist; a leftover `.step-N.tmp-*` folder (a run killed
+mid-save) is ignored and cleaned up by the next save. A write that fails (a full disk) removes its temporary
+folder and stops the run with an error naming the newest complete checkpoint. A resume checks the newest
+checkpoint against its manifest and falls back to the one before, with a warning, when it is damaged.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
+import logging
 import os
 import random
 import re
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,20 +30,22 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tuneforge.atomic import TEMP_MARK, fsync_dir, fsync_tree, temp_dir_beside, temp_path_beside
 from tuneforge.errors import UserError
 from tuneforge.models.rundir import RunLayout, read_status
+from tuneforge.train.manifest import MANIFEST_FILE, verify_checkpoint, write_manifest
 
 __all__ = [
     "CheckpointStore",
     "capture_rng",
-    "check_compatible",
+    "checkpoint_problems",
     "list_checkpoints",
     "load_trainable",
     "load_training_state",
+    "newest_intact",
     "prune_checkpoints",
     "read_trainer_state",
     "restore_rng",
-    "run_fingerprints",
     "save_checkpoint",
     "step_of",
     "trainable_state",
@@ -49,8 +54,10 @@ __all__ = [
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
 TENSORS_FILE = "training_state.pt"
+FORMAT = 2  # trainer_state.json "format": 2 and later promise a manifest.json
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-_TMP_PREFIX = ".tmp-"
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------- layout
@@ -123,23 +130,64 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
 
 def _remove(path: Path) -> None:
     """Delete a folder by first renaming it to a temporary name, so it never looks complete half-deleted."""
-    doomed = path.with_name(f"{_TMP_PREFIX}delete-{path.name}-{uuid.uuid4().hex[:8]}")
+    doomed = temp_path_beside(path)
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
 def save_checkpoint(root: Path, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
-    """Write checkpoint `root/step-<step>` atomically (replacing an older one of that step)."""
+    """Write checkpoint `root/step-<step>` atomically and durably (replacing an older one of that step).
+
+    The files and their manifest go to a temporary folder, are fsynced, and the folder is renamed into place;
+    on any error the temporary folder is removed and the error raised.
+    """
     final = root / f"step-{step}"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}step-{step}-", dir=root))
-    save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
-    torch.save(tensors, tmp / TENSORS_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-    if final.exists():
-        _remove(final)
-    os.replace(tmp, final)
+    tmp = temp_dir_beside(final)
+    try:
+        save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
+        torch.save(tensors, tmp / TENSORS_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT}), encoding="utf-8")
+        write_manifest(tmp)
+        fsync_tree(tmp)
+        if final.exists():
+            _remove(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(root)
     return final
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """What is damaged in the checkpoint at `path` ([] when it is intact; see tuneforge.train.manifest)."""
+    try:
+        written = read_trainer_state(path).get("format", 1)
+    except (OSError, ValueError) as err:
+        written = FORMAT  # unreadable: its manifest (if any) says more
+        if not (path / MANIFEST_FILE).is_file():
+            return [f"{STATE_FILE} is unreadable ({err})"]
+    return verify_checkpoint(path, required=written >= FORMAT)
+
+
+def newest_intact(checkpoints: list[Path]) -> Path | None:
+    """The newest of `checkpoints` (oldest first) that is intact; each damaged newer one is skipped with a warning.
+
+    Raises a UserError when there are checkpoints but every one is damaged.
+    """
+    for position in range(len(checkpoints) - 1, -1, -1):
+        path = checkpoints[position]
+        problems = checkpoint_problems(path)
+        if not problems:
+            return path
+        earlier = f"falling back to {checkpoints[position - 1].name}" if position else "no earlier checkpoint"
+        log.warning("checkpoint %s is damaged (%s): %s", path, "; ".join(problems), earlier)
+    if checkpoints:
+        raise UserError(
+            f"every checkpoint under {checkpoints[0].parent} is damaged (see the warnings above): nothing to resume "
+            "from. Restore them from a backup, or start afresh with output.overwrite=true"
+        )
+    return None
 
 
 def load_trainable(model: Any, path: Path) -> None:
@@ -164,7 +212,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
 
 def prune_checkpoints(root: Path, keep: int | None, best_step: int | None) -> list[Path]:
     """Delete checkpoints beyond the newest `keep`, never the best one or the newest; clear stale temporaries."""
-    for leftover in root.glob(f"{_TMP_PREFIX}*") if root.is_dir() else []:
+    for leftover in root.glob(f".*{TEMP_MARK}*") if root.is_dir() else []:
         shutil.rmtree(leftover, ignore_errors=True)
     complete = list_checkpoints(root)
     if keep is None:
@@ -183,7 +231,7 @@ class CheckpointStore:
     root: Path
     every: int | None = None
     keep: int | None = None
-    fingerprints: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, Any] = field(default_factory=dict)
 
     def due(self, step: int, evaluated: bool) -> bool:
         """Whether step `step` ends with a periodic checkpoint."""
@@ -194,10 +242,35 @@ class CheckpointStore:
     def save(
         self, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any], best_step: int | None
     ) -> Path:
-        """Save step `step`, then prune to the newest `keep` plus the best."""
-        path = save_checkpoint(self.root, step, model, tensors, {**state, "fingerprints": self.fingerprints})
-        prune_checkpoints(self.root, self.keep, best_step)
+        """Save step `step`, then prune to the newest `keep` plus the best (see `best_checkpoint`).
+
+        A write that fails (e.g. a full disk) leaves the earlier checkpoints as they were and is a UserError.
+        """
+        try:
+            path = save_checkpoint(self.root, step, model, tensors, {**state, "fingerprints": self.fingerprints})
+        except OSError as err:
+            raise self._write_error(step, err) from err
+        prune_checkpoints(self.root, self.keep, self.best_checkpoint(best_step, state.get("metrics", [])))
         return path
+
+    def best_checkpoint(self, best_step: int | None, records: list[dict[str, Any]]) -> int | None:
+        """The step of the checkpoint to keep as the best: `best_step` when it has one, else the checkpoint whose
+        step has the lowest validation loss in `records` (None when no checkpoint step was evaluated)."""
+        saved = {step_of(path) for path in list_checkpoints(self.root)}
+        if best_step in saved:
+            return best_step
+        losses = {r["step"]: r["val_loss"] for r in records if r.get("val_loss") is not None and r["step"] in saved}
+        return min(losses, key=losses.__getitem__) if losses else None
+
+    def _write_error(self, step: int, err: OSError) -> UserError:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else "the write failed"
+        previous = list_checkpoints(self.root)
+        kept = f"the newest complete checkpoint is {previous[-1]}" if previous else "there is no earlier checkpoint"
+        return UserError(
+            f"could not write the checkpoint of step {step} under {self.root}: {reason} ({err.strerror or err}). "
+            f"Nothing half-written was kept; {kept}. Free some space (or lower train.save_total_limit), then "
+            "continue with --resume"
+        )
 
     def discard_after(self, step: int) -> None:
         """Delete checkpoints newer than `step` (a run resumed from an older checkpoint rewrites them)."""
@@ -209,43 +282,6 @@ class CheckpointStore:
         """The complete checkpoint of `step`, if there is one."""
         folder = self.root / f"step-{step}"
         return folder if (folder / STATE_FILE).is_file() else None
-
-
-# ---------------------------------------------------------------------------------------------------- config guard
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _samples_digest(samples: list[Any]) -> str:
-    digest = hashlib.sha256()
-    for sample in samples:
-        digest.update(json.dumps([sample.input_ids, sample.labels]).encode())
-    return digest.hexdigest()[:16]
-
-
-def run_fingerprints(guarded: dict[str, Any], train: list[Any], val: list[Any]) -> dict[str, str]:
-    """Short hashes of everything a resumed run must share with the run that wrote the checkpoint.
-
-    `guarded` maps dotted config keys to their values (see tuneforge.train.settings.resume_guard).
-    """
-    fingerprints = {key: _digest(value) for key, value in guarded.items()}
-    fingerprints["data"] = f"{_samples_digest(train)}:{_samples_digest(val)}"
-    return fingerprints
-
-
-def check_compatible(saved: dict[str, str], current: dict[str, str], source: Path, force: bool) -> list[str]:
-    """The keys whose values differ from the checkpoint's; an error naming them unless `force`."""
-    changed = [key for key, value in current.items() if key in saved and saved[key] != value]
-    if changed and not force:
-        what = ", ".join("data (the prepared samples differ)" if k == "data" else k for k in changed)
-        raise UserError(
-            f"cannot resume from {source}: {what} changed since it was written, so the result would mix two "
-            "different runs. Put the old value back, pass --force to resume anyway, or start afresh with "
-            "output.overwrite=true"
-        )
-    return changed
 
 
 # ---------------------------------------------------------------------------------------------------- where to start
@@ -264,10 +300,16 @@ def _explicit_checkpoint(value: str, base_dir: Path | None) -> Path:
     candidates = [Path(value)] + ([base_dir / value] if base_dir is not None else [])
     for path in candidates:
         if (path / STATE_FILE).is_file():
+            problems = checkpoint_problems(path)
+            if problems:
+                step = step_of(path) if _STEP_DIR.match(path.name) else None
+                earlier = [p.name for p in list_checkpoints(path.parent) if step is not None and step_of(p) < step]
+                hint = f"resume from an earlier one ({', '.join(earlier)})" if earlier else "start afresh"
+                raise UserError(f"train.resume: {path} is damaged ({'; '.join(problems)}); {hint}")
             return path
-        newest = list_checkpoints(RunLayout(path).checkpoints)
-        if newest:
-            return newest[-1]
+        newest = newest_intact(list_checkpoints(RunLayout(path).checkpoints))
+        if newest is not None:
+            return newest
     raise UserError(
         f"train.resume: {value} is not a complete checkpoint (a checkpoints/step-N folder holding {STATE_FILE}) "
         "nor a run directory with one; give such a path, auto, or false"
@@ -296,6 +338,5 @@ def resume_point(run_dir: Path, resume: str | bool, overwrite: bool, base_dir: P
     if status.get("status") == "finished":
         raise _finished_error(run_dir, status)
     if resume is True or resume == "auto":
-        existing = list_checkpoints(root)
-        return existing[-1] if existing else None
+        return newest_intact(list_checkpoints(root))
     return _explicit_checkpoint(str(resume), base_dir)

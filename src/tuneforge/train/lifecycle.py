@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuneforge.atomic import atomic_write_text
 from tuneforge.models.rundir import RunLayout
 from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog
-from tuneforge.train.checkpoint import CheckpointStore, check_compatible, read_trainer_state, resume_point
+from tuneforge.train.checkpoint import FORMAT, CheckpointStore, read_trainer_state, resume_point
 from tuneforge.train.loop import LoopResult
+from tuneforge.train.settings import check_compatible
 from tuneforge.train.verdict import diagnose
 
 __all__ = ["checkpoint_store", "describe_outcome", "outcome_summary", "start_point", "write_outcome_section"]
@@ -34,17 +36,19 @@ def checkpoint_store(
     run_dir: Path,
     every: int | None,
     keep: int | None,
-    fingerprints: dict[str, str],
+    fingerprints: dict[str, Any],
     resume: Path | None,
     force: bool,
 ) -> CheckpointStore:
     """Where and when the run checkpoints (train.save_steps, train.save_total_limit), stamped with `fingerprints`.
 
     When resuming, the checkpoint's fingerprints are checked against these first: a changed model, data, method,
-    adapter or batch layout is an error unless `force`.
+    adapter, batch layout or learning-rate schedule is an error unless `force`.
     """
     if resume is not None:
-        changed = check_compatible(read_trainer_state(resume).get("fingerprints", {}), fingerprints, resume, force)
+        saved = read_trainer_state(resume)
+        hashed = saved.get("format", 1) < FORMAT  # written before plain values were kept
+        changed = check_compatible(saved.get("fingerprints", {}), fingerprints, resume, force, hashed)
         if changed:
             console.print(f"[yellow]--force: resuming although {', '.join(changed)} changed[/]")
     return CheckpointStore(RunLayout(run_dir).checkpoints, every, keep, fingerprints)
@@ -83,4 +87,4 @@ def write_outcome_section(run_dir: Path, summary: dict[str, Any]) -> None:
     card = RunLayout(run_dir).model_card
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
     section = "\n".join(["## Training outcome", "", *describe_outcome(summary), ""])
-    card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+    atomic_write_text(card, text.rstrip("\n") + "\n\n" + section)

@@ -8,8 +8,8 @@ Each optimizer step still divides by the supervised tokens of all its forward pa
 Validation runs every `eval_steps`, at each epoch end and at the last step; with `early_stopping_patience` the
 run stops after that many evaluations without a lower validation loss and ends with the best weights.
 Checkpoints (see tuneforge.train.checkpoint) hold everything a resumed run needs to continue exactly: weights,
-optimizer, scheduler, RNG states, the data position and the metrics so far. The first Ctrl-C finishes the
-current step, saves a checkpoint and raises TrainingInterrupted.
+optimizer, scheduler, RNG states, the data position and the metrics so far. The first Ctrl-C or SIGTERM finishes
+the current step, saves a checkpoint and raises TrainingInterrupted.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tuneforge.train.checkpoint import (
     trainable_state,
 )
 from tuneforge.train.optim import ParameterGroupsHook, build_optimizer, build_scheduler, parameter_groups, warmup_steps
-from tuneforge.train.precision import model_device
+from tuneforge.train.precision import model_device, nondeterminism_error
 from tuneforge.train.settings import LoopSettings
 from tuneforge.train.step import evaluate, optimizer_step, prepare_model, stop_requests
 
@@ -93,12 +93,14 @@ class LoopResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: the run stopped after `step`, saved to `checkpoint` (None when nothing to save)."""
+    """Ctrl-C or SIGTERM (`signal_name`) during training: the run stopped after `step`, saved to `checkpoint`
+    (None when there was nothing to save)."""
 
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
-        super().__init__(f"interrupted after step {step}")
+    def __init__(self, step: int, checkpoint: Path | None, signal_name: str = "SIGINT") -> None:
+        super().__init__(f"interrupted by {signal_name} after step {step}")
         self.step = step
         self.checkpoint = checkpoint
+        self.signal_name = signal_name
 
 
 @dataclass
@@ -195,7 +197,7 @@ class _Trainer:
             "rng": capture_rng(),
         }
         info = {
-            "version": 1,
+            "version": 1,  # of this layout of the loop's state
             "step": self.state.step,
             "data": {"epoch": self.state.epoch, "index": self.state.index, "shuffle_seed": self.settings.seed},
             "loop": asdict(self.state),
@@ -351,7 +353,7 @@ class _Trainer:
                 if stopped_early:
                     break
                 if stop_requested() and s.step < self.total:
-                    raise TrainingInterrupted(s.step, self._save())
+                    raise TrainingInterrupted(s.step, self._save(), stop_requested.signal_name)
         restored = self._restore_best()
         final = (self._loss_at(s.best_step), s.best_val_loss) if restored else (s.last_loss, s.last_val_loss)
         return LoopResult(
@@ -381,4 +383,10 @@ def train_loop(
     trainer = _Trainer(model, objective, (train, val), settings, log, context or LoopContext())
     if context is not None and context.resume is not None:
         trainer.resume(context.resume)
-    return trainer.run()
+    try:
+        return trainer.run()
+    except RuntimeError as err:
+        explained = nondeterminism_error(err)  # train.deterministic met an operation without such a kernel
+        if explained is None:
+            raise
+        raise explained from err

@@ -25,6 +25,7 @@ __all__ = [
     "enable_gradient_checkpointing",
     "make_deterministic",
     "model_device",
+    "nondeterminism_error",
     "resolve_gradient_checkpointing",
     "resolve_precision",
     "seed_everything",
@@ -168,9 +169,30 @@ def seed_everything(seed: int) -> None:
 
 
 def make_deterministic(seed: int) -> None:
-    """`train.deterministic`: deterministic kernels (warn where none exists), cuBLAS workspace, fixed seeds."""
+    """`train.deterministic`: deterministic kernels only, cuBLAS workspace, no cuDNN autotuning, fixed seeds.
+
+    An operation without a deterministic kernel is an error (see `nondeterminism_error`), never a warning: a run
+    that says it is bit-reproducible must be. Call it before CUDA starts (cuBLAS reads its variable then).
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     seed_everything(seed)
+
+
+_NONDETERMINISTIC = ("does not have a deterministic implementation", "but this operation is not deterministic")
+
+
+def nondeterminism_error(err: BaseException) -> UserError | None:
+    """The user's view of PyTorch refusing a non-deterministic operation under train.deterministic (else None)."""
+    text = str(err)
+    mark = next((m for m in _NONDETERMINISTIC if m in text), None)
+    if mark is None:
+        return None
+    operation = text.split(mark)[0].strip().rstrip(",") or "an operation"
+    return UserError(
+        f"train.deterministic: {operation[:120]} has no deterministic implementation here, so this run cannot be "
+        "bit-reproducible. Set train.deterministic: false to train anyway (results then vary slightly between "
+        "runs), or use another device or model"
+    )

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tuneforge.atomic import atomic_write_text
 from tuneforge.data.catalog import resolve_file
 from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.quality import DataReport
@@ -89,10 +90,7 @@ def replay_conversations(
         log.info("self-replay: reusing %d cached answers from %s", len(rows), cache)
     else:
         rows = _generate(model, tokenizer, prompts, max_new_tokens, trim)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(cache)
+        atomic_write_text(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     conversations = []
     for line, row in enumerate(rows, start=1):
         report.total += 1

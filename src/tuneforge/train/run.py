@@ -23,14 +23,15 @@ from tuneforge.models.rundir import RunLayout, prepare_run_dir, save_model, writ
 from tuneforge.paths import data_cache_dir, replay_cache_dir
 from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog, plot_losses
-from tuneforge.train.checkpoint import run_fingerprints
+from tuneforge.train.environment import write_environment
 from tuneforge.train.ewc import ElasticWeights, general_samples
 from tuneforge.train.lifecycle import checkpoint_store, outcome_summary, start_point, write_outcome_section
 from tuneforge.train.loop import LoopContext, LoopResult, train_loop
 from tuneforge.train.precision import make_deterministic, seed_everything
 from tuneforge.train.replay import replay_conversations
 from tuneforge.train.reporters import check_reporters, close_reporters, open_reporters
-from tuneforge.train.settings import LoopSettings, resume_guard
+from tuneforge.train.settings import LoopSettings, resume_guard, run_fingerprints
+from tuneforge.train.step import terminate_as_interrupt
 
 __all__ = ["RunHook", "RunOutcome", "extra_models", "run_training"]
 
@@ -159,14 +160,30 @@ def _ewc_samples(config: RunConfig, loaded: LoadedModel, base_dir: Path | None) 
     return samples
 
 
+def _record_environment(layout: RunLayout, config: RunConfig, resumed: bool) -> None:
+    """environment.json; a resumed run whose environment changed since its checkpoint says so."""
+    changes = write_environment(layout.environment, config.train.seed, config.train.deterministic, resumed)
+    if changes:
+        console.print(
+            f"[yellow]note: since the run's earlier session {', '.join(changes)} changed (see "
+            f"{layout.environment}): the rest of the run may differ slightly from an uninterrupted one[/]"
+        )
+
+
 def run_training(
     config: RunConfig, base_dir: Path | None = None, force: bool = False, hooks: tuple[RunHook, ...] = ()
 ) -> RunOutcome:
     """Run one training job as configured; everything it produces goes to config.output.dir.
 
     With train.resume it continues from a checkpoint; `force` resumes even when guarded config keys changed.
-    `hooks` run with the base model before training and with the trained model at the end.
+    `hooks` run with the base model before training and with the trained model at the end. SIGTERM stops the run
+    as Ctrl-C does: during training it ends the step, saves a checkpoint and raises TrainingInterrupted.
     """
+    with terminate_as_interrupt():
+        return _run_training(config, base_dir, force, hooks)
+
+
+def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: tuple[RunHook, ...]) -> RunOutcome:
     started = time.perf_counter()
     _absolute_paths(config, base_dir)
     if config.train.num_threads:
@@ -185,6 +202,7 @@ def run_training(
     layout = RunLayout(run_dir)
     reporters: list[Any] = []
     try:
+        _record_environment(layout, config, resumed=resume is not None)
         reporters = open_reporters(config.train.report_to, run_dir, config.model_dump(mode="json"))
         console.print(f"loading model {config.model.name_or_path}")
         m = config.model
@@ -245,5 +263,6 @@ def run_training(
     }
     write_model_card(run_dir, config, summary)
     write_outcome_section(run_dir, summary)
-    write_status(run_dir, "finished", **{k: v for k, v in summary.items() if k != "trainable"})
+    # a resumed run's earlier interruption or failure is history now
+    write_status(run_dir, "finished", clear=("error",), **{k: v for k, v in summary.items() if k != "trainable"})
     return RunOutcome(run_dir, result, reports)

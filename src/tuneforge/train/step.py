@@ -33,7 +33,17 @@ from tuneforge.train.precision import (
 )
 from tuneforge.train.settings import LoopSettings
 
-__all__ = ["Evaluation", "StepResult", "evaluate", "optimizer_step", "prepare_model", "stop_requests"]
+__all__ = [
+    "STOP_SIGNALS",
+    "Evaluation",
+    "StepResult",
+    "StopRequest",
+    "evaluate",
+    "optimizer_step",
+    "prepare_model",
+    "stop_requests",
+    "terminate_as_interrupt",
+]
 
 
 @dataclass(frozen=True)
@@ -166,24 +176,63 @@ def optimizer_step(
     return StepResult(loss_total, norm, {**metrics.means(units), **extra})
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Whether a stop was asked for (call it), and by which signal (`signal_name`, e.g. SIGTERM)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name = "SIGINT"
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, signal_name: str) -> None:
+        """Record a stop request from `signal_name`."""
+        self.signal_name = signal_name
+        self._event.set()
+
+
 @contextmanager
-def stop_requests() -> Iterator[Callable[[], bool]]:
-    """Yield `requested()`: the first Ctrl-C (SIGINT) only sets it; a second one interrupts at once."""
-    requested = threading.Event()
+def stop_requests() -> Iterator[StopRequest]:
+    """Yield a StopRequest: the first Ctrl-C (SIGINT) or SIGTERM only sets it, so that the loop can end its step
+    and save a checkpoint; a second one interrupts at once."""
+    request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
+        yield request
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
+        if request():
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        request.set(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
-        yield requested.is_set
+        yield request
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM interrupts like Ctrl-C (KeyboardInterrupt), so that the run records how it ended
+    instead of vanishing; the training loop itself turns both into a clean stop (`stop_requests`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_model(model: Any, settings: LoopSettings) -> Amp:
