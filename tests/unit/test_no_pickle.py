@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tuneforge.errors import UserError
@@ -73,4 +74,23 @@ def test_adapter_run_with_pickle_weights(tiny_llama_dir: Path, tmp_path: Path, d
         shutil.copy(next(tiny_llama_dir.glob("*.safetensors")), run_dir / "model" / "other.safetensors")
     with pytest.raises(UserError, match="safetensors"):
         load_model(str(run_dir))
+    assert not canary.exists()
+
+
+@pytest.mark.scenario("no_pickle")
+def test_checkpoint_training_state_with_a_pickle(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.checkpoint import TENSORS_FILE, load_training_state, save_checkpoint
+    from tuneforge.train.manifest import verify_checkpoint, write_manifest
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    folder = save_checkpoint(tmp_path / "checkpoints", 3, model, {"rng": torch.zeros(2)}, {"step": 3})
+    assert torch.equal(load_training_state(folder)["rng"], torch.zeros(2))
+    canary = tmp_path / "canary"
+    plant(folder / TENSORS_FILE, canary)
+    write_manifest(folder)  # a forger rewrites the manifest too: the hashes match, the loader must still refuse
+    assert verify_checkpoint(folder) == []
+    with pytest.raises(UserError, match=f"{TENSORS_FILE}: not a training state tuneforge wrote"):
+        load_training_state(folder)
     assert not canary.exists()

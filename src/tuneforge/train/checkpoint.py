@@ -207,7 +207,15 @@ def load_trainable(model: Any, path: Path) -> None:
 
 def load_training_state(path: Path) -> dict[str, Any]:
     """Optimizer, scheduler, scaler and RNG states of a checkpoint (tensors only: nothing executable)."""
-    return torch.load(path / TENSORS_FILE, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        return torch.load(path / TENSORS_FILE, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise UserError(
+            f"{path / TENSORS_FILE}: not a training state tuneforge wrote ({str(err).splitlines()[0]}); it was not "
+            "loaded (only tensors are read, never code). Resume from another checkpoint or start afresh."
+        ) from None
 
 
 def prune_checkpoints(root: Path, keep: int | None, best_step: int | None) -> list[Path]:
