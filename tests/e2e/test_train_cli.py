@@ -51,7 +51,10 @@ def test_loss_is_finite_and_falls_on_a_memorisation_set(lora_run: Path) -> None:
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
     assert all({"step", "loss", "lr", "grad_norm", "tokens_per_s"} <= r.keys() for r in records)
-    assert any(r.get("val_loss") is not None for r in records)
+    evaluated = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    steps, values = [step for step, _ in evaluated], [value for _, value in evaluated]
+    assert len(steps) >= 4 and steps == list(range(steps[0], 31, steps[0])), steps  # "about 5 times per run"
+    assert all(math.isfinite(v) for v in values) and len(set(values)) == len(values)  # the weights moved between
 
 
 def test_lora_weights_changed_and_base_weights_did_not(lora_run: Path, tiny_llama_dir: Path) -> None:

@@ -258,7 +258,9 @@ def test_16_bit_frozen_weights_get_autocast_in_their_dtype(tiny_llama_dir):
 def test_upcast_trainable_makes_float32_master_weights(tiny_llama_dir):
     model = tiny(tiny_llama_dir, torch.bfloat16)
     model.model.layers[0].requires_grad_(False)
-    assert upcast_trainable(model) > 0
+    trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    assert trainable > 0 and upcast_trainable(model) == trainable
+    assert upcast_trainable(model) == 0  # already float32: nothing left to cast
     assert all((p.dtype == torch.float32) == p.requires_grad for p in model.parameters())
 
 
