@@ -397,3 +397,14 @@ def test_prefix_tuning_and_gradient_checkpointing(tiny_llama_dir):
     assert resolve_gradient_checkpointing("auto", model) is False
     with pytest.raises(UserError, match="gradient_checkpointing: false"):
         enable_gradient_checkpointing(model)
+
+
+def test_a_single_process_trains_on_the_gpu_when_there_is_one(monkeypatch):
+    from tuneforge.train.distributed import World
+    from tuneforge.train.run import training_device
+
+    assert training_device(World()) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device(World()).type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device(World()).type == "cpu"

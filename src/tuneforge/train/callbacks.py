@@ -23,21 +23,28 @@ def check_finite(value: float, what: str, step: int) -> None:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to `metrics.jsonl` and keeps the history for plots."""
+    """Appends one JSON object per line to `metrics.jsonl` and keeps the history for plots.
 
-    def __init__(self, path: Path) -> None:
+    With `path` None it only keeps the history (the processes of a data-parallel run other than rank 0).
+    """
+
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
-        path.write_text("", encoding="utf-8")
+        if path is not None:
+            path.write_text("", encoding="utf-8")
 
     def replace(self, records: list[dict[str, Any]]) -> None:
         """Start over from `records` (a resumed run's history up to its checkpoint), rewriting the file."""
         self.records = [dict(r) for r in records]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        if self.path is not None:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, **record: Any) -> None:
         """Append a record (e.g. step=3, loss=1.2)."""
         self.records.append(record)
+        if self.path is None:
+            return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

@@ -10,14 +10,18 @@ run stops after that many evaluations without a lower validation loss and ends w
 Checkpoints (see tuneforge.train.checkpoint) hold everything a resumed run needs to continue exactly: weights,
 optimizer, scheduler, RNG states, the data position and the metrics so far. The first Ctrl-C or SIGTERM finishes
 the current step, saves a checkpoint and raises TrainingInterrupted.
+
+Data-parallel (`LoopContext.world` of several processes, see tuneforge.train.distributed): a step's rows are laid
+out as for one process with `batch_size` × processes rows per micro-batch, and each process trains on its slice of
+every micro-batch; the result is that single-process run's. Every process keeps the same counters and takes the
+same decisions (evaluation, early stopping, stop requests); only the main one writes checkpoints and metrics.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,6 @@ from tuneforge.train.batches import (
 )
 from tuneforge.train.callbacks import MetricsLog, check_finite
 from tuneforge.train.checkpoint import (
-    CheckpointStore,
     capture_rng,
     load_trainable,
     load_training_state,
@@ -46,77 +49,13 @@ from tuneforge.train.checkpoint import (
     restore_rng,
     trainable_state,
 )
-from tuneforge.train.optim import ParameterGroupsHook, build_optimizer, build_scheduler, parameter_groups, warmup_steps
+from tuneforge.train.loop_state import LoopContext, LoopResult, LoopState, TrainingInterrupted
+from tuneforge.train.optim import build_optimizer, build_scheduler, parameter_groups, warmup_steps
 from tuneforge.train.precision import model_device, nondeterminism_error
 from tuneforge.train.settings import LoopSettings
 from tuneforge.train.step import evaluate, optimizer_step, prepare_model, stop_requests
 
 __all__ = ["LoopContext", "LoopResult", "TrainingInterrupted", "train_loop"]
-
-
-@dataclass
-class LoopContext:
-    """What the loop talks to besides model, method and data.
-
-    Attributes:
-        on_eval: runs after each validation and each checkpoint (e.g. re-plot the loss curve).
-        checkpoints: where and when to checkpoint (None: never).
-        resume: a checkpoint folder to continue from.
-        reporters: objects with `log(record)` (TensorBoard, W&B, MLflow).
-        parameter_groups: the adapter's own optimizer groups (e.g. LoRA+), if it has them.
-        regularizer: model → a penalty added to every optimizer step's loss (e.g. EWC), logged as `penalty`.
-        replay: samples of general data; `settings.replay_share` of every step's rows come from them.
-    """
-
-    on_eval: Callable[[], None] | None = None
-    checkpoints: CheckpointStore | None = None
-    resume: Path | None = None
-    reporters: list[Any] = field(default_factory=list)
-    parameter_groups: ParameterGroupsHook | None = None
-    regularizer: Callable[[Any], torch.Tensor] | None = None
-    replay: list[RenderedSample] = field(default_factory=list)
-
-
-@dataclass
-class LoopResult:
-    steps: int
-    epochs: float
-    final_loss: float  # of the returned weights: the best step's when early stopping restored them
-    final_val_loss: float | None
-    tokens_per_s: float
-    seconds: float
-    best_step: int | None = None
-    best_val_loss: float | None = None
-    stopped_early: bool = False
-    restored_best: bool = False
-    resumed_from: int | None = None
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM (`signal_name`) during training: the run stopped after `step`, saved to `checkpoint`
-    (None when there was nothing to save)."""
-
-    def __init__(self, step: int, checkpoint: Path | None, signal_name: str = "SIGINT") -> None:
-        super().__init__(f"interrupted by {signal_name} after step {step}")
-        self.step = step
-        self.checkpoint = checkpoint
-        self.signal_name = signal_name
-
-
-@dataclass
-class LoopState:
-    """The loop's counters; a checkpoint stores them so that a resumed run continues exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    index: int = 0  # optimizer steps already taken in `epoch`
-    seen_tokens: int = 0
-    train_seconds: float = 0.0
-    best_step: int | None = None
-    best_val_loss: float | None = None
-    evals_since_best: int = 0
-    last_loss: float = float("nan")
-    last_val_loss: float | None = None
 
 
 class _Trainer:
@@ -132,6 +71,9 @@ class _Trainer:
         context: LoopContext,
     ) -> None:
         self.model, self.objective, self.settings, self.log, self.context = model, objective, settings, log, context
+        self.world = context.world
+        # the rows of every step, laid out as one process would with all the processes' micro-batches in one
+        self.plan = replace(settings, batch_size=settings.batch_size * self.world.size)
         self.train, self.val = data
         if settings.early_stopping_patience and not self.val:
             raise UserError(
@@ -140,14 +82,15 @@ class _Trainer:
         self.rows = training_rows(self.train, settings)
         self.samples = self.train + context.replay  # row indices point into this list; replay rows come last
         self.replay_rows = [[len(self.train) + i for i in row] for row in training_rows(context.replay, settings)]
-        if settings.replay_share and (not self.replay_rows or settings.batch_size * settings.grad_accum < 2):
+        if settings.replay_share and (not self.replay_rows or self.plan.batch_size * settings.grad_accum < 2):
             raise UserError(
                 "train.replay needs replay data and at least 2 rows per step (train.batch_size × train.grad_accum)"
             )
-        self.per_epoch, self.total = plan_steps(len(self.rows), settings)
+        self.per_epoch, self.total = plan_steps(len(self.rows), self.plan)
         self.eval_every = settings.eval_steps or max(1, self.total // 5)
         self.amp = prepare_model(model, settings)
         self.device = model_device(model)
+        self.world.broadcast_parameters(p for p in model.parameters() if p.requires_grad)
         groups = parameter_groups(
             model, settings.learning_rate, settings.weight_decay, settings.layer_lr_decay, context.parameter_groups
         )
@@ -176,13 +119,14 @@ class _Trainer:
         self.scheduler.load_state_dict(tensors["scheduler"])
         if self.amp.scaler is not None and tensors.get("scaler"):
             self.amp.scaler.load_state_dict(tensors["scaler"])
-        restore_rng(tensors["rng"])
+        ranks = tensors.get("rng_ranks") or []
+        restore_rng(ranks[self.world.rank] if self.world.rank < len(ranks) else tensors["rng"])
         known = set(LoopState.__dataclass_fields__)
         self.state = LoopState(**{k: v for k, v in saved["loop"].items() if k in known})
         self.log.replace(saved["metrics"])
         self.objective.models.state.update(saved.get("method_state", {}))
         self.saved_step = self.resumed_from = self.state.step
-        if self.context.checkpoints is not None:
+        if self.context.checkpoints is not None and self.world.is_main:
             self.context.checkpoints.discard_after(self.state.step)
 
     def _save(self) -> Path | None:
@@ -190,11 +134,16 @@ class _Trainer:
         store = self.context.checkpoints
         if store is None or self.state.step == 0 or self.saved_step == self.state.step:
             return store.path(self.state.step) if store is not None and self.state.step else None
+        rng = self.world.gather(capture_rng())  # every process draws from its own generators
+        if not self.world.is_main:
+            self.saved_step = self.state.step
+            return store.path(self.state.step)
         tensors = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
-            "rng": capture_rng(),
+            "rng": rng[0],
+            **({"rng_ranks": rng} if self.world.parallel else {}),
         }
         info = {
             "version": 1,  # of this layout of the loop's state
@@ -215,9 +164,11 @@ class _Trainer:
     def _train_step(self, group: list[list[list[int]]]) -> dict[str, Any]:
         """One optimizer step over `group`; returns its metrics record."""
         started = time.perf_counter()
+        parts = [self.world.part(micro, self.settings.batch_size) for micro in group]  # this process's rows
         batches = [
             to_device(batch, self.device)
-            for micro in group
+            for micro in parts
+            if micro
             for batch in collate_rows(self.objective, self.samples, micro, self.settings)
         ]
         step = self.state.step + 1
@@ -230,6 +181,7 @@ class _Trainer:
             self.amp,
             self.optimizer,
             self.context.regularizer,
+            self.world,
         )
         loss, norm = result.loss, result.grad_norm
         lr = self.scheduler.get_last_lr()[0]
@@ -256,7 +208,7 @@ class _Trainer:
         Updates the early-stopping counters.
         """
         s = self.state
-        evaluation = evaluate(self.model, self.objective, self.val, self.settings, self.amp.precision)
+        evaluation = evaluate(self.model, self.objective, self.val, self.settings, self.amp.precision, self.world)
         val_loss = s.last_val_loss = evaluation.loss if evaluation is not None else None
         record["val_loss"] = val_loss
         if evaluation is None:
@@ -324,6 +276,10 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------------------ run
 
+    def _stop_agreed(self, requested: bool) -> bool:
+        """Whether to stop now: a stop request on any process stops them all after the same step."""
+        return self.world.any(requested) if self.world.parallel else requested
+
     def _loss_at(self, step: int | None) -> float:
         """The logged training loss of `step` (the last loss when it was not logged)."""
         logged = [r["loss"] for r in self.log.records if r.get("step") == step]
@@ -339,9 +295,9 @@ class _Trainer:
         self.model.train()
         s = self.state
         if self.settings.replay_share:
-            groups = replay_step_groups(self.rows, self.replay_rows, self.settings, s.epoch, s.index)
+            groups = replay_step_groups(self.rows, self.replay_rows, self.plan, s.epoch, s.index)
         else:
-            groups = step_groups(self.rows, self.settings, s.epoch, s.index)
+            groups = step_groups(self.rows, self.plan, s.epoch, s.index)
         stopped_early = False
         with stop_requests() as stop_requested, progress_bar("training", self.total, completed=s.step) as advance:
             while s.step < self.total:
@@ -352,7 +308,7 @@ class _Trainer:
                 advance(1, info=self._info(record))
                 if stopped_early:
                     break
-                if stop_requested() and s.step < self.total:
+                if self._stop_agreed(stop_requested()) and s.step < self.total:
                     raise TrainingInterrupted(s.step, self._save(), stop_requested.signal_name)
         restored = self._restore_best()
         final = (self._loss_at(s.best_step), s.best_val_loss) if restored else (s.last_loss, s.last_val_loss)

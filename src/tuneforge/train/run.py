@@ -23,6 +23,7 @@ from tuneforge.models.rundir import RunLayout, prepare_run_dir, save_model, writ
 from tuneforge.paths import data_cache_dir, replay_cache_dir
 from tuneforge.progress import console
 from tuneforge.train.callbacks import MetricsLog, plot_losses
+from tuneforge.train.distributed import World, join_world, leave_world
 from tuneforge.train.environment import write_environment
 from tuneforge.train.ewc import ElasticWeights, general_samples
 from tuneforge.train.lifecycle import checkpoint_store, outcome_summary, start_point, write_outcome_section
@@ -178,13 +179,42 @@ def run_training(
     With train.resume it continues from a checkpoint; `force` resumes even when guarded config keys changed.
     `hooks` run with the base model before training and with the trained model at the end. SIGTERM stops the run
     as Ctrl-C does: during training it ends the step, saves a checkpoint and raises TrainingInterrupted.
+
+    Started by a launcher (torchrun, accelerate launch) on several processes, it trains data-parallel (see
+    tuneforge.train.distributed): every process trains, the main one alone writes the run directory, prints and
+    runs the hooks.
     """
-    with terminate_as_interrupt():
-        return _run_training(config, base_dir, force, hooks)
+    world = join_world()
+    if not world.is_main:
+        console.quiet = True  # for good: this process only trains; rank 0 speaks for the run
+    try:
+        with terminate_as_interrupt():
+            return _run_training(config, base_dir, force, hooks, world)
+    finally:
+        leave_world(world)
 
 
-def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: tuple[RunHook, ...]) -> RunOutcome:
+def training_device(world: World) -> torch.device:
+    """Where a model trains: each data-parallel process on its own GPU (LOCAL_RANK), a single process on the first
+    GPU when there is one, else the CPU."""
+    if world.parallel:
+        return world.device
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _place(model: Any, world: World) -> Any:
+    """Move a model loaded on the CPU to the training device (a quantised model is already placed on its GPU)."""
+    device = training_device(world)
+    if device.type == "cuda" and next(model.parameters()).device.type == "cpu":
+        return model.to(device)
+    return model
+
+
+def _run_training(
+    config: RunConfig, base_dir: Path | None, force: bool, hooks: tuple[RunHook, ...], world: World
+) -> RunOutcome:
     started = time.perf_counter()
+    main = world.is_main
     _absolute_paths(config, base_dir)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -197,23 +227,33 @@ def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: 
     method.check_config(config)
     check_reporters(config.train.report_to)
     run_dir = Path(config.output.dir)
-    resume = start_point(run_dir, config.train.resume, config.output.overwrite, base_dir)
-    run_dir = prepare_run_dir(config)
+    # rank 0 decides where to start and prepares the run directory; the others only read it
+    resume = world.broadcast(
+        start_point(run_dir, config.train.resume, config.output.overwrite, base_dir) if main else None
+    )
+    run_dir = prepare_run_dir(config) if main else run_dir
     layout = RunLayout(run_dir)
     reporters: list[Any] = []
     try:
-        _record_environment(layout, config, resumed=resume is not None)
-        reporters = open_reporters(config.train.report_to, run_dir, config.model_dump(mode="json"))
+        if main:
+            _record_environment(layout, config, resumed=resume is not None)
+            reporters = open_reporters(config.train.report_to, run_dir, config.model_dump(mode="json"))
         console.print(f"loading model {config.model.name_or_path}")
         m = config.model
         loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code, load_kwargs)
+        loaded.model = _place(loaded.model, world)
         train, val, report = _load_data(config, method, loaded, base_dir)
-        layout.data_report.write_text(report.full_text(), encoding="utf-8")
-        for hook in hooks:
+        if main:
+            layout.data_report.write_text(report.full_text(), encoding="utf-8")
+        for hook in hooks if main else ():
             hook.before_training(loaded.model, loaded.tokenizer)
         if method.prepare_data is not None:
             method.prepare_data(train + val, loaded.model, config.method)
-        objective = method.bind(config.method, extra_models(method, config, loaded, base_dir))
+        models = extra_models(method, config, loaded, base_dir)
+        for role in ("reference", "reward", "teacher"):
+            if getattr(models, role) is not None:
+                setattr(models, role, _place(getattr(models, role), world))
+        objective = method.bind(config.method, models)
         keep = _ewc_samples(config, loaded, base_dir)  # the old model's behaviour, before the adapter
 
         seed_everything(config.train.seed)
@@ -226,16 +266,23 @@ def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: 
         if "packing" in config.data.model_fields_set and config.data.packing and not adapter.supports_packing:
             console.print(f"note: adapter {config.adapter.name} trains on padded batches (data.packing is ignored)")
 
-        metrics = MetricsLog(layout.metrics)
+        metrics = MetricsLog(layout.metrics if main else None)
         plot = lambda: plot_losses(metrics, layout.loss_plot, f"{run_dir.name}: {config.method.name}")  # noqa: E731
         packing = config.data.packing and adapter.supports_packing and method.packing
         settings = LoopSettings.from_config(config, packing, loaded.tokenizer.pad_token_id)
-        fingerprints = run_fingerprints(resume_guard(config), train, val)
+        fingerprints = {**run_fingerprints(resume_guard(config), train, val), "world_size": world.size}
+        world.check_same(fingerprints["data"], "data")
         t = config.train
         store = checkpoint_store(run_dir, t.save_steps, t.save_total_limit, fingerprints, resume, force)
         replay = _replay_samples(config, method, loaded.tokenizer, base_dir)
-        context = LoopContext(plot, store, resume, reporters, adapter.parameter_groups, regularizer, replay)
+        context = LoopContext(
+            plot if main else None, store, resume, reporters, adapter.parameter_groups, regularizer, replay, world
+        )
+        if world.rank:
+            seed_everything(config.train.seed + world.rank)  # own dropout masks and samples; the weights came first
         result = train_loop(model, objective, train, val, settings, metrics, context)
+        if not main:
+            return RunOutcome(run_dir, result, [])
         plot()
         model.eval()
         save_model(model, loaded.tokenizer, layout.model)
@@ -244,7 +291,8 @@ def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: 
         reports = [r for hook in hooks if (r := hook.after_training(model, loaded.tokenizer, layout)) is not None]
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        write_status(run_dir, state, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        if main:
+            write_status(run_dir, state, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
     finally:
         close_reporters(reporters)
@@ -260,6 +308,7 @@ def _run_training(config: RunConfig, base_dir: Path | None, force: bool, hooks: 
         "tokens_per_s": result.tokens_per_s,
         "seconds": time.perf_counter() - started,
         **outcome_summary(result, metrics),
+        **({"world_size": world.size} if world.parallel else {}),
     }
     write_model_card(run_dir, config, summary)
     write_outcome_section(run_dir, summary)

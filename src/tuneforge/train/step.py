@@ -21,6 +21,7 @@ from tuneforge.data.render import RenderedSample
 from tuneforge.methods.base import Batch, Metric, Objective
 from tuneforge.train.batches import collate_rows, micro_batches, to_device, training_rows
 from tuneforge.train.callbacks import check_finite
+from tuneforge.train.distributed import World
 from tuneforge.train.precision import (
     Amp,
     Precision,
@@ -79,6 +80,14 @@ class _MetricTotals:
             if weight is not None:
                 self.weights[name] = self.weights.get(name, 0.0) + float(weight)
 
+    def merge(self, parts: list[tuple[dict[str, float], dict[str, float]]]) -> None:
+        """Add (sums, weights) of other totals, e.g. those of every process of a data-parallel run."""
+        for sums, weights in parts:
+            for name, total in sums.items():
+                self.sums[name] = self.sums.get(name, 0.0) + total
+            for name, weight in weights.items():
+                self.weights[name] = self.weights.get(name, 0.0) + weight
+
     def means(self, units: int) -> dict[str, float]:
         """Each metric's mean: per unit, or per its own weight (metrics whose weight is 0 are left out)."""
         out = {}
@@ -96,29 +105,40 @@ def evaluate(
     samples: list[RenderedSample],
     settings: LoopSettings,
     precision: Precision | None = None,
+    world: World | None = None,
 ) -> Evaluation | None:
     """Mean loss (and metrics) per unit over `samples` (None when there are none).
 
     Samples of different datasets are evaluated apart (never in one pack), so each dataset's loss is known too.
+    In a data-parallel run (`world`) each process evaluates every size-th micro-batch and the sums are combined.
     """
     if not samples:
         return None
+    world = world or World()
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, units, metrics, per_task = 0.0, 0, _MetricTotals(), {}
+    sums: dict[str, tuple[float, int]] = {}
+    metrics = _MetricTotals()
     for task, group in _by_dataset(samples).items():
         task_total, task_units = 0.0, 0
-        for micro in micro_batches(training_rows(group, settings), settings.batch_size):
+        for micro in world.every_nth(micro_batches(training_rows(group, settings), settings.batch_size)):
             for batch in collate_rows(objective, group, micro, settings):
                 with precision.autocast() if precision is not None else contextlib.nullcontext():
-                    sums = objective.loss(model, to_device(batch, device))
-                task_total += float(sums.loss)
-                metrics.add(sums.metrics)
+                    loss_sums = objective.loss(model, to_device(batch, device))
+                task_total += float(loss_sums.loss)
+                metrics.add(loss_sums.metrics)
                 task_units += objective.count(batch)
-        per_task[task] = task_total / max(task_units, 1)
-        total, units = total + task_total, units + task_units
+        sums[task] = (task_total, task_units)
     model.train(was_training)
+    if world.parallel:
+        parts = world.gather((sums, metrics.sums, metrics.weights))
+        sums = {task: (sum(p[0][task][0] for p in parts), sum(p[0][task][1] for p in parts)) for task in sums}
+        metrics = _MetricTotals()
+        metrics.merge([(p[1], p[2]) for p in parts])
+    per_task = {task: total / max(units, 1) for task, (total, units) in sums.items()}
+    total = sum(total for total, _ in sums.values())
+    units = sum(units for _, units in sums.values())
     return Evaluation(total / max(units, 1), metrics.means(units), per_task if len(per_task) > 1 else {})
 
 
@@ -139,17 +159,23 @@ def optimizer_step(
     amp: Amp | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     regularizer: Callable[[Any], torch.Tensor] | None = None,
+    world: World | None = None,
 ) -> StepResult:
     """Forward/backward every micro-batch, normalised by the step's total units; clip and return what it measured.
 
     A `regularizer` (e.g. EWC) adds its penalty once per step; the reported loss includes it and `penalty` says
     how much of it there was.
 
+    In a data-parallel run (`world`) `batches` are this process's share of the step: the units are counted over
+    all processes and the gradients summed across them, so the update is the one a single process would make
+    with all the step's batches; the method's carried state (e.g. PPO's KL coefficient) is averaged over them.
+
     With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
     scaler, which skips that update. The optimizer itself is stepped by the caller.
     """
     amp = amp or Amp(Precision("fp32", "cpu"))
-    units = max(sum(objective.count(b) for b in batches), 1)
+    world = world or World()
+    units = max(int(world.total([sum(objective.count(b) for b in batches)])[0]), 1)
     loss_total, metrics = 0.0, _MetricTotals()
     for batch in batches:
         with amp.precision.autocast():
@@ -158,22 +184,37 @@ def optimizer_step(
         amp.backward(loss)
         loss_total += float(loss.detach())
         metrics.add(sums.metrics)
+    if world.parallel:
+        loss_total, metrics = _combine(world, loss_total, metrics, objective)
     extra: dict[str, float] = {}
     if regularizer is not None:
         with amp.precision.autocast():
             penalty = regularizer(model)
-        amp.backward(penalty)
+        amp.backward(penalty / world.size if world.parallel else penalty)  # once per step, over all processes
         loss_total += float(penalty.detach())
         extra["penalty"] = float(penalty.detach())
     check_finite(loss_total, "training loss", step)
+    params = [p for p in model.parameters() if p.requires_grad]
+    world.sum_gradients(params)
     if optimizer is not None:
         amp.unscale(optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
     max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     if amp.scaler is None:
         check_finite(norm, "gradient norm", step)
     return StepResult(loss_total, norm, {**metrics.means(units), **extra})
+
+
+def _combine(world: World, loss: float, metrics: _MetricTotals, objective: Objective) -> tuple[float, _MetricTotals]:
+    """The step's loss and metric sums over all processes; the method's carried state averaged over them."""
+    state = objective.models.state
+    parts = world.gather((loss, metrics.sums, metrics.weights, dict(state)))
+    combined = _MetricTotals()
+    combined.merge([(p[1], p[2]) for p in parts])
+    for name in {name for p in parts for name in p[3]}:
+        values = [p[3][name] for p in parts if name in p[3]]
+        state[name] = sum(values) / len(values)
+    return sum(p[0] for p in parts), combined
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
