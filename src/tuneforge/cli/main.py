@@ -9,14 +9,14 @@ import sys
 from collections.abc import Callable, Iterable
 
 from tuneforge import __version__
-from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train
+from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train, webui
 from tuneforge.cli.options import add_model_access, apply_command_line_access
 from tuneforge.errors import UserError
 
 __all__ = ["main"]
 
-VERBS = (train, data, compare, evaluate, export, chat, serve, models, env)
-MODEL_VERBS = (train, data, compare, evaluate, export, chat, serve)  # they get --trust-remote-code and --online
+VERBS = (train, data, compare, evaluate, export, chat, serve, webui, models, env)
+MODEL_VERBS = (train, data, compare, evaluate, export, chat, serve, webui)  # they get --trust-remote-code and --online
 
 
 def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:

@@ -272,7 +272,9 @@ class TrainSection(Section):
 
 class EvalSection(Section):
     questions: str | None = Field(
-        None, description="Before/after questions (bundled name or JSON file); compared at the end of training."
+        None,
+        description="Before/after questions (bundled name or a JSON, JSONL, CSV or Parquet file); compared at the "
+        "end of training.",
     )
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Answer length limit for the comparison.")
     judge: str | None = Field(
@@ -297,6 +299,14 @@ class EvalSection(Section):
     )
     forgetting_threshold: float = Field(
         5.0, ge=0, description="Flag forgetting when general accuracy drops by more than this many points."
+    )
+    general_reference: str | None = Field(
+        None,
+        description="Human-written general answers (bundled general_reference, or a dataset file): the loss per "
+        "answer token, base vs tuned, measures forgetting whatever the length or format of the models' answers.",
+    )
+    loss_threshold: float = Field(
+        0.05, ge=0, description="Flag forgetting when the loss per token on eval.general_reference rises by more."
     )
 
 
