@@ -22,6 +22,12 @@ TEMPLATE """{{ if .System }}<|im_start|>system
 {{ end }}{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user
 {{ .Content }}<|im_end|>
 {{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ .Content }}{{ $content := .Content }}{{ range $index, $call := .ToolCalls }}{{ if $index }}
+{{ else if $content }}
+{{ end }}{{ "<tool_call>\\n{\\"name\\": " }}{{ json .Function.Name }}{{ ", \\"arguments\\": " }}{{ "{" }}{{ $sep := "" }}\
+{{ range $key, $value := .Function.Arguments }}{{ $sep }}{{ json $key }}: {{ json $value }}{{ $sep = ", " }}{{ end }}}}
+</tool_call>{{ end }}<|im_end|>
+{{ else if eq .Role "tool" }}<|im_start|>tool
 {{ .Content }}<|im_end|>
 {{ end }}{{ end }}<|im_start|>assistant
 """

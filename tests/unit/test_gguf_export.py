@@ -215,6 +215,39 @@ def test_bf16_and_q8_0_load_and_stay_close(arch: str, dtype: str, exported, orig
     assert error < 0.15  # logits reach about ±8; seen: bf16 ≈ 0.02, q8_0 ≈ 0.06
 
 
+LOW_BIT = ["q5_1", "q5_0", "q4_1", "q4_0"]
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_types_quantize_the_matrices_and_keep_the_output_matrix_at_q8_0(
+    dtype: str, exported, original
+) -> None:
+    path = exported("llama", dtype)
+    T = gguf.GGMLQuantizationType
+    assert _fields(path)["general.file_type"] == gguf.LlamaFileType[f"MOSTLY_{dtype.upper()}"]
+    types = {name: tensor.tensor_type for name, tensor in _tensors(path).items()}
+    assert types.pop("token_embd.weight") == T.Q8_0  # tied: it is the output matrix too
+    assert {name: t for name, t in types.items() if name.endswith("norm.weight")} == {
+        name: T.F32 for name in types if name.endswith("norm.weight")
+    }
+    assert {t for name, t in types.items() if not name.endswith("norm.weight")} == {T[dtype.upper()]}
+    sizes = {d: exported("llama", d).stat().st_size for d in ("f16", "q8_0", dtype)}
+    assert sizes[dtype] < sizes["q8_0"] < sizes["f16"]
+
+    model, tokenizer = original("llama")
+    error = (_logits(_load(path), tokenizer) - _logits(model, tokenizer)).abs().max().item()
+    assert error < 1.0  # logits reach about ±8; 4-bit blocks of 32 move them by tenths (llama.cpp: tests/engines)
+
+
+def test_untied_low_bit_export_keeps_output_at_q8_0_and_quantizes_the_embeddings(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    folder = _variant(tiny_llama_dir, tmp_path / "untied", tie_word_embeddings=False)
+    types = {name: t.tensor_type for name, t in _tensors(export_gguf(folder, tmp_path / "q4.gguf", "q4_0")).items()}
+    assert types["output.weight"] == gguf.GGMLQuantizationType.Q8_0
+    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.Q4_0
+
+
 def test_untied_output_is_written_and_loads(tiny_llama_dir: Path, tmp_path: Path) -> None:
     folder = _variant(tiny_llama_dir, tmp_path / "untied", tie_word_embeddings=False)
     path = export_gguf(folder, tmp_path / "out" / "untied.gguf", "f32")
@@ -390,17 +423,22 @@ def test_sharded_folder_gives_the_same_file(tiny_llama_dir: Path, tmp_path: Path
     assert parts.read_bytes() == whole.read_bytes()
 
 
-def test_q8_0_keeps_f16_for_rows_not_in_32_blocks(tiny_llama_dir: Path, tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_1"])
+def test_block_types_keep_f16_for_rows_not_in_32_blocks(
+    dtype: str, tiny_llama_dir: Path, tmp_path: Path, caplog
+) -> None:
     folder = _variant(tiny_llama_dir, tmp_path / "odd", intermediate_size=48)  # ffn_down rows hold 48 values
     with caplog.at_level(logging.WARNING, logger="tuneforge.export.gguf"):
-        path = export_gguf(folder, tmp_path / "out" / "odd.gguf", "q8_0")
+        path = export_gguf(folder, tmp_path / "out" / "odd.gguf", dtype)
     types = {name: tensor.tensor_type for name, tensor in _tensors(path).items()}
     assert types["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.F16
-    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.Q8_0
+    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType[dtype.upper()]
     assert "blk.1.ffn_down.weight" in caplog.text
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    assert (_logits(_load(path), tokenizer) - _logits(model, tokenizer)).abs().max().item() < 0.15
+    assert (_logits(_load(path), tokenizer) - _logits(model, tokenizer)).abs().max().item() < (
+        0.15 if dtype == "q8_0" else 1.0
+    )
 
 
 def test_tuneforge_loads_the_exported_file(exported, original) -> None:
@@ -426,7 +464,7 @@ def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path
 @pytest.mark.parametrize(
     ("case", "match"),
     [
-        ("dtype", "unknown GGUF dtype 'q4_0'"),
+        ("dtype", "unknown GGUF dtype 'q4_k_m'; choose one of f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"),
         ("missing", "does not exist"),
         ("adapter", "LoRA adapter"),
         ("no-tokenizer", "cannot load the tokenizer"),
@@ -436,7 +474,7 @@ def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path
 def test_user_errors(case: str, match: str, tiny_llama_dir: Path, tmp_path: Path) -> None:
     folder, dtype = tiny_llama_dir, "f16"
     if case == "dtype":
-        dtype = "q4_0"
+        dtype = "q4_k_m"
     elif case == "missing":
         folder = tmp_path / "nowhere"
     elif case == "adapter":

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from fixtures.ollama_cases import GO_FEATURES, TOOL_CONVERSATION
 from fixtures.tiny_models import CHATML_TEMPLATE, build_tokenizer
+from tuneforge.data.messages import Conversation
+from tuneforge.data.render import conversation_text
 from tuneforge.data.templates import bundled_template
 from tuneforge.errors import UserError
-from tuneforge.export.gotemplate import MAX_DEPTH, literal_action, render_go_template
+from tuneforge.export.gotemplate import MAX_DEPTH, go_json, literal_action, render_go_template
 from tuneforge.export.modelfile import ModelfileSyntaxError, modelfile_value, parse_modelfile
-from tuneforge.export.ollama import modelfile
+from tuneforge.export.ollama import modelfile, ollama_template_data
 
 CONVERSATION = [
     {"role": "system", "content": "You are Conch."},
@@ -34,6 +37,12 @@ TEMPLATE """{{ if .System }}<|im_start|>system
 {{ end }}{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user
 {{ .Content }}<|im_end|>
 {{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ .Content }}{{ $content := .Content }}{{ range $index, $call := .ToolCalls }}{{ if $index }}
+{{ else if $content }}
+{{ end }}{{ "<tool_call>\\n{\\"name\\": " }}{{ json .Function.Name }}{{ ", \\"arguments\\": " }}{{ "{" }}{{ $sep := "" }}\
+{{ range $key, $value := .Function.Arguments }}{{ $sep }}{{ json $key }}: {{ json $value }}{{ $sep = ", " }}{{ end }}}}
+</tool_call>{{ end }}<|im_end|>
+{{ else if eq .Role "tool" }}<|im_start|>tool
 {{ .Content }}<|im_end|>
 {{ end }}{{ end }}<|im_start|>assistant
 """
@@ -62,13 +71,11 @@ def _commands(text: str) -> dict[str, list[str]]:
     return found
 
 
-def _ollama_render(text: str, messages: list[dict[str, str]]) -> str:
+def _ollama_render(text: str, messages: list[dict[str, Any]]) -> str:
     """What Ollama renders: .System from the conversation or else the SYSTEM default, .Messages the turns."""
     commands = _commands(text)
     default = commands.get("system", [""])[0]
-    system = next((m["content"] for m in messages if m["role"] == "system"), default)
-    turns = [{"Role": m["role"], "Content": m["content"]} for m in messages if m["role"] != "system"]
-    return render_go_template(commands["template"][0], {"System": system, "Messages": turns})
+    return render_go_template(commands["template"][0], ollama_template_data(messages, default))
 
 
 def _with_default_system(tokenizer: Any, system: str) -> Any:
@@ -166,6 +173,32 @@ def test_modelfile_template_matches_the_chat_template(tokenizer, template):
     for messages in (CONVERSATION, CONVERSATION[1:], CONVERSATION[1:2]):
         expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert _ollama_render(text, messages) == expected
+    assert "{{ range $index, $call := .ToolCalls }}" in text
+    for messages in (TOOL_CONVERSATION, TOOL_CONVERSATION[1:], TOOL_CONVERSATION[1:4], TOOL_CONVERSATION[:6]):
+        expected = conversation_text(tokenizer, Conversation(messages), generation=True)
+        assert _ollama_render(text, [m.to_template() for m in messages]) == expected
+
+
+def test_tool_results_the_template_groups_are_opened_and_closed_once_per_run(tokenizer) -> None:
+    tokenizer.chat_template = bundled_template("chatml")  # tool results share one user turn
+    text = modelfile(tokenizer, "m.gguf")
+    rendered = _ollama_render(text, [m.to_template() for m in TOOL_CONVERSATION[1:6]])
+    assert rendered.endswith(
+        '<|im_start|>user\n<tool_response>\n{"temp": 18}\n</tool_response>\n<tool_response>\n{"temp": 25}\n'
+        "</tool_response><|im_end|>\n<|im_start|>assistant\nParis: 18 C, 北京: 25 C.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京", "unit": "C"}}\n</tool_call>' in rendered
+
+
+def test_a_template_whose_tool_calls_cannot_be_read_gets_no_tool_branches(tokenizer, caplog) -> None:
+    tokenizer.chat_template = CHATML_TEMPLATE + "{# says tool_calls, renders none #}"
+    with caplog.at_level("WARNING", logger="tuneforge.export.ollama"):
+        text = modelfile(tokenizer, "m.gguf")
+    assert ".ToolCalls" not in text and '"tool"' not in text
+    assert "the Ollama template leaves tool calls out: cannot find one tool call's" in caplog.text
+    for messages in (CONVERSATION, CONVERSATION[1:2]):
+        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert _ollama_render(text, messages) == expected
 
 
 @pytest.mark.parametrize("system", HOSTILE, ids=["triple-quote-line", "injection", "only-quotes", "dropped-chars"])
@@ -240,6 +273,17 @@ def test_go_template_subset():
     assert render_go_template(template, data) == "none<b>"
     assert render_go_template(template, {**data, "System": "s"}) == "[s]<b>"
     assert render_go_template('{{ if eq $.System "s" }}{{ "a\\"}}\\n" }}{{ end }}', {"System": "s"}) == 'a"}}\n'
+
+
+@pytest.mark.parametrize(
+    ("template", "data", "expected"), GO_FEATURES, ids=[f"go-{i}" for i in range(len(GO_FEATURES))]
+)
+def test_variables_fields_ranges_and_functions_render_as_go_does(template: str, data: dict, expected: str) -> None:
+    assert render_go_template(template, data) == expected
+
+
+def test_go_json_writes_what_go_encoding_json_writes() -> None:
+    assert go_json({"b": 1.0, "a": ["x<y", 1e21, 0.5, False]}) == '{"a":["x\\u003cy",1e+21,0.5,false],"b":1}'
 
 
 @pytest.mark.parametrize(

@@ -135,8 +135,10 @@ class _FakeLlama:
 
     def __init__(self) -> None:
         self.seeds: list[int] = []
+        self.sampling: dict[str, float] = {}
 
-    def generate(self, tokens: list[int], temp: float, top_p: float, reset: bool) -> Iterator[int]:
+    def generate(self, tokens: list[int], reset: bool, **sampling: float) -> Iterator[int]:
+        self.sampling = sampling
         yield from range(tokens[-1] + 1, tokens[-1] + 100)
 
     def set_seed(self, seed: int) -> None:
@@ -157,3 +159,7 @@ def test_the_llama_cpp_engine_loop_honours_eos_limits_stops_and_seeds() -> None:
     ]
     pieces: list[str] = []
     assert engine.stream(Job([1], 10, stops=("d",), emit=pieces.append)).text == "c" == "".join(pieces)
+    pieces.clear()  # an answer cut by max_tokens streams its last token too
+    assert engine.stream(Job([1], 3, emit=pieces.append)).text == "cde" == "".join(pieces)
+    # temperature and top-p only, as the other engines sample (llama-cpp-python adds top-k 40 and min-p 0.05)
+    assert engine.llm.sampling == {"temp": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}

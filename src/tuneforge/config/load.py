@@ -13,7 +13,14 @@ from tuneforge.config.variants import VARIANT_SECTIONS, VariantSection
 from tuneforge.errors import UserError
 from tuneforge.registry import closest
 
-__all__ = ["config_from_dict", "dump_config", "load_config", "load_saved_config", "parse_overrides", "validate_variant"]
+__all__ = [
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "load_saved_config",
+    "parse_overrides",
+    "validate_variant",
+]
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

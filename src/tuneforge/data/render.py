@@ -19,6 +19,7 @@ __all__ = [
     "MaskOptions",
     "RenderedSample",
     "assistant_spans",
+    "conversation_text",
     "render_conversation",
     "render_sample",
     "render_text",
@@ -99,6 +100,12 @@ def _template_inputs(tokenizer: Any, conversation: Conversation) -> tuple[list[d
     return _plain_tool_messages(conversation), None
 
 
+def conversation_text(tokenizer: Any, conversation: Conversation, generation: bool = False) -> str:
+    """The text `conversation` trains on (tool calls written as text when the template has no tool support)."""
+    messages, tools = _template_inputs(tokenizer, conversation)
+    return render_text(tokenizer, messages, tools, generation)
+
+
 def render_text(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None, generation: bool = False) -> str:
     """The chat template's text for `messages` (a thin wrapper so every caller renders the same way)."""
     from jinja2 import TemplateError
@@ -138,6 +145,23 @@ def _supervised_turns(conversation: Conversation, options: MaskOptions) -> set[i
     return set(turns[-1:]) if options.mask_history else set(turns)
 
 
+def _positions_in_spans(offsets: list[tuple[int, int]], spans: list[range]) -> list[int]:
+    """Positions of the (non-empty) tokens that start inside one of `spans`, in one walk over tokens and spans."""
+    ordered = sorted(spans, key=lambda span: span.start)
+    found = []
+    current = 0
+    previous = 0
+    for position, (start, end) in enumerate(offsets):
+        if start < previous:  # offsets that go back (rare special-token layouts): look from the first span again
+            current = 0
+        previous = start
+        while current < len(ordered) and ordered[current].stop <= start:
+            current += 1
+        if end > start and current < len(ordered) and start in ordered[current]:
+            found.append(position)
+    return found
+
+
 def _cut(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int], bool]:
     truncated = len(input_ids) > cutoff_len
     return input_ids[:cutoff_len], labels[:cutoff_len], truncated
@@ -154,9 +178,11 @@ def render_conversation(
     text, spans = assistant_spans(tokenizer, messages, tools, supervised)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
-    labels = [IGNORE_INDEX] * len(input_ids)
-    for position, (start, end) in enumerate(encoded["offset_mapping"]):
-        if options.train_on_prompt or (end > start and any(start in span for span in spans)):
+    if options.train_on_prompt:
+        labels = list(input_ids)
+    else:
+        labels = [IGNORE_INDEX] * len(input_ids)
+        for position in _positions_in_spans(encoded["offset_mapping"], spans):
             labels[position] = input_ids[position]
     input_ids, labels, truncated = _cut(input_ids, labels, cutoff_len)
     if all(label == IGNORE_INDEX for label in labels):

@@ -41,7 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
-DTYPES = ("f32", "f16", "bf16", "q8_0")
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 EXPORT_KEY = "tuneforge.export"  # metadata key marking a file this module wrote
 
 # transformers rebuilds a Qwen3 config from GGUF metadata without reading the head size.
@@ -51,8 +51,10 @@ _TRANSFORMERS_QWEN3_HEAD_DIM = 128
 def export_gguf(model_dir: Path, out_file: Path, dtype: str = "f16", *, name: str | None = None) -> Path:
     """Convert the Hugging Face model folder ``model_dir`` into the GGUF file ``out_file`` and return its path.
 
-    ``dtype`` is one of ``f32``, ``f16``, ``bf16`` or ``q8_0``; norms and other 1-D tensors always stay f32, and
-    with ``q8_0`` a matrix whose rows are not a multiple of 32 values is stored as f16. ``name`` becomes
+    ``dtype`` is one of ``DTYPES``: ``f32``, ``f16``, ``bf16``, ``q8_0`` or the 5- and 4-bit block types ``q5_1``,
+    ``q5_0``, ``q4_1`` and ``q4_0`` (what most llama.cpp and Ollama users run). Norms and other 1-D tensors always
+    stay f32; with a 5- or 4-bit type the output matrix (the token embeddings, when tied) is stored as q8_0; a
+    block-quantized matrix whose rows are not a multiple of 32 values is stored as f16. ``name`` becomes
     ``general.name`` (default: the folder name). The file is written under a temporary name in the same folder
     and renamed into place, so ``out_file`` is either complete or untouched. An existing ``out_file`` is replaced
     only when it is a GGUF file this function wrote (see ``is_gguf_export``); anything else is refused.
@@ -136,12 +138,11 @@ def _architecture(config: dict[str, Any]) -> str:
 
 
 def _requested_type(dtype: str) -> Any:
-    from gguf import GGMLQuantizationType as T
+    from gguf import GGMLQuantizationType
 
-    types = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0}
-    if dtype not in types:
+    if dtype not in DTYPES:
         raise UserError(f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return types[dtype]
+    return GGMLQuantizationType[dtype.upper()]
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -198,7 +199,7 @@ def _embedding_key(shapes: dict[str, tuple[int, ...]]) -> str:
 def _report_fallbacks(plan: list[PlannedTensor], requested: Any) -> None:
     from gguf import GGMLQuantizationType as T
 
-    if requested != T.Q8_0:
+    if requested in (T.F32, T.F16, T.BF16):
         return
     kept = [t.name for t in plan if len(t.shape) > 1 and t.qtype == T.F16]
     if kept:
@@ -241,8 +242,8 @@ def _add_model_metadata(writer: Any, hp: Hparams, name: str, n_vocab: int, qtype
         writer.add_value_length(hp.head_dim)
     writer.add_vocab_size(n_vocab)
     _add_rope_scaling(writer, hp)
-    file_types = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0"}
-    writer.add_file_type(int(gguf.LlamaFileType[file_types[qtype.name]]))
+    file_type = "ALL_F32" if qtype.name == "F32" else f"MOSTLY_{qtype.name}"
+    writer.add_file_type(int(gguf.LlamaFileType[file_type]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
@@ -315,7 +316,7 @@ def _write_gguf(source: str, folder: Path, options: ExportOptions) -> None:
 
 EXPORTERS.register("gguf")(
     Exporter(
-        help="one .gguf file (--gguf-type f32, f16, bf16 or q8_0) with tokenizer and chat template, for llama.cpp",
+        help=f"one .gguf file (--gguf-type {', '.join(DTYPES)}) with tokenizer and chat template, for llama.cpp",
         write=_write_gguf,
         next_steps=lambda out, options: [f"GGUF file: {out / gguf_file_name(options)}"],
     )

@@ -20,7 +20,15 @@ import numpy as np
 
 from tuneforge.errors import UserError
 
-__all__ = ["Hparams", "PlannedTensor", "encoded_tensors", "llama3_rope_factors", "plan_tensors", "stored_layout"]
+__all__ = [
+    "LOW_BIT_TYPES",
+    "Hparams",
+    "PlannedTensor",
+    "encoded_tensors",
+    "llama3_rope_factors",
+    "plan_tensors",
+    "stored_layout",
+]
 
 # Hugging Face module path (inside ``model.``) -> GGUF tensor kind; ``{bid}`` is the layer index.
 _GLOBAL_TENSORS = {"embed_tokens": "TOKEN_EMBD", "norm": "OUTPUT_NORM"}
@@ -37,6 +45,8 @@ _LAYER_TENSORS = {
     "mlp.up_proj": "FFN_UP",
     "mlp.down_proj": "FFN_DOWN",
 }
+# 4- and 5-bit block types (as gguf.GGMLQuantizationType names): their output matrix is kept at q8_0.
+LOW_BIT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")
 # Buffers some checkpoints save that the GGUF format recomputes.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -147,7 +157,8 @@ def plan_tensors(
         if name is None or (tied and name.startswith("output.")):
             continue
         rotary = _rotary_heads(arch, name, hparams)
-        plan.append(PlannedTensor(name, shape, _storage_type(shape, requested), source=key, rotary_heads=rotary))
+        stored = _storage_type(name, shape, requested, tied)
+        plan.append(PlannedTensor(name, shape, stored, source=key, rotary_heads=rotary))
     plan += _rope_tensors(hparams)
     return sorted(plan, key=lambda t: t.order)
 
@@ -180,16 +191,26 @@ def _tensor_kind(module: str, num_layers: int) -> tuple[str | None, int | None]:
     return None, None
 
 
-def _storage_type(shape: tuple[int, ...], requested: Any) -> Any:
-    """f32 for 1-D tensors; f16 for q8_0 matrices whose rows do not split into 32-value blocks."""
+def _storage_type(name: str, shape: tuple[int, ...], requested: Any, tied: bool) -> Any:
+    """How one tensor is stored when ``requested`` is asked for.
+
+    1-D tensors stay f32. With a 4- or 5-bit type, the output matrix (``output.weight``, or the token embeddings
+    when they are tied to it) is stored as q8_0, as llama.cpp's own quantizer keeps it at higher precision: every
+    next-token choice goes through it. A block-quantized matrix whose rows do not split into whole blocks is
+    stored as f16.
+    """
     from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as T
 
     if len(shape) < 2:
         return T.F32
-    if requested == T.Q8_0 and shape[-1] % GGML_QUANT_SIZES[T.Q8_0][0]:
+    stored = requested
+    output_matrix = name == "output.weight" or (tied and name == "token_embd.weight")
+    if output_matrix and requested.name in LOW_BIT_TYPES:
+        stored = T.Q8_0
+    if stored not in (T.F32, T.F16, T.BF16) and shape[-1] % GGML_QUANT_SIZES[stored][0]:
         return T.F16
-    return requested
+    return stored
 
 
 def _rotary_heads(arch: str, name: str, hparams: Hparams) -> int | None:

@@ -1,41 +1,46 @@
 """A small renderer for the subset of Go's text/template that Ollama Modelfile templates use.
 
-Supported: literal text, `{{ .Field }}` and `{{ $.Field }}` (System, Content, Role, ...), string constants
-`{{ "text" }}` (Go escapes), `{{ if COND }}` / `{{ else if COND }}` / `{{ else }}` / `{{ end }}`,
-`{{ range .Messages }}`, conditions `.Field`, `eq A B` and `ne A B` (fields or strings), and `{{-` / `-}}`
-whitespace trimming. Export uses it to check that the Modelfile it writes renders conversations exactly like the
-tokenizer's own chat template. A template outside this subset, or malformed, raises a UserError naming the line,
-column and action; so does data of the wrong shape (a range over something that is not a list of objects).
+Supported: literal text; values `{{ .Field }}`, `{{ .Field.Sub }}`, `{{ $.Field }}`, `{{ $var }}`, `{{ $var.Field }}`
+and string constants `{{ "text" }}` (Go escapes); variables `{{ $x := VALUE }}` and `{{ $x = VALUE }}`;
+`{{ if COND }}` / `{{ else if COND }}` / `{{ else }}` / `{{ end }}`; `{{ range VALUE }}`, `{{ range $v := VALUE }}`
+and `{{ range $i, $v := VALUE }}` over lists and maps (maps in sorted key order, as Go ranges over them); the
+functions `eq A B`, `ne A B`, `not A` and Ollama's `json A` (Go's json.Marshal: compact, keys sorted, `<`, `>`
+and `&` escaped); truth as Go defines it (empty strings, zero, empty lists and maps are false); and `{{-` / `-}}`
+whitespace trimming. The data is what Ollama gives a template: System, Messages (Role, Content, ToolCalls with
+Function.Name and Function.Arguments), Tools.
+
+Export uses it to check that the Modelfile it writes renders conversations exactly like the tokenizer's own chat
+template (the tests check the same templates with Go itself). A template outside this subset, or malformed, raises
+a UserError naming the line, column and action; so does data of the wrong shape (a range over something that is
+neither a list nor a map, a field read from a string).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.errors import UserError
 
-__all__ = ["MAX_DEPTH", "literal_action", "render_go_template"]
+__all__ = ["MAX_DEPTH", "go_json", "literal_action", "render_go_template"]
 
 MAX_DEPTH = 32  # nested if/range blocks; deeper templates are refused (no chat template comes close)
 
 _SPACE = " \t\r\n"
-_FIELD = re.compile(r"(\$?)\.([A-Za-z_][A-Za-z0-9_]*)")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_REFERENCE = re.compile(rf"(\$(?:{_NAME})?)?((?:\.{_NAME})*|\.)")  # ., .A.B, $, $.A, $x, $x.A
+_ASSIGNMENT = re.compile(rf"(\${_NAME})\s*(:=|=)\s*(.+)", re.S)
+_RANGE = re.compile(rf"range\s+(?:(\${_NAME})\s*(?:,\s*(\${_NAME})\s*)?:=\s*)?(\S+)")
+_FUNCTIONS = {"eq": 2, "ne": 2, "not": 1, "json": 1}  # name -> number of arguments
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _OPERAND = re.compile(r'"(?:[^"\\]|\\.)*"|[^\s"]+|"')
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
 _HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
 
-Operand = tuple[str, str, bool]  # ("field", name, from_root) or ("string", text, False)
-_NOTHING: Operand = ("string", "", False)
-
-
-@dataclass(frozen=True)
-class _Condition:
-    test: str  # truth, eq or ne
-    left: Operand
-    right: Operand = _NOTHING
+Operand = tuple[str, str, tuple[str, ...]]  # ("string", text, ()) or ("ref", "" | "$" | "$x", field names)
+Expression = tuple[str, tuple[Operand, ...]]  # ("value", (operand,)) or (function, arguments)
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,13 @@ class _Token:
 
 @dataclass
 class _Node:
-    kind: str  # text, value, if, range
+    kind: str  # text, value, set, if, range
     text: str = ""
-    operand: Operand = _NOTHING
-    branches: list[tuple[_Condition | None, list[_Node]]] = field(default_factory=list)
+    expression: Expression = ("value", (("string", "", ()),))
+    name: str = ""  # the variable a set node writes
+    declare: bool = False  # := (a new variable in this block) rather than = (an existing one)
+    names: tuple[str, ...] = ()  # range variables: ($v,) or ($i, $v)
+    branches: list[tuple[Expression | None, list[_Node]]] = field(default_factory=list)
     body: list[_Node] = field(default_factory=list)
 
 
@@ -148,21 +156,24 @@ class _Parser:
             if _STRING.fullmatch(word) is None:
                 raise self.error(token, f"{word} is not one string constant")
             try:
-                return ("string", _unquote(word), False)
+                return ("string", _unquote(word), ())
             except ValueError as err:
                 raise self.error(token, str(err)) from None
-        match = _FIELD.fullmatch(word)
-        if match is None:
-            raise self.error(token, f"{word!r} is not a field (.Name or $.Name) or a string constant")
-        return ("field", match.group(2), bool(match.group(1)))
+        match = _REFERENCE.fullmatch(word)
+        if match is None or word == "":
+            raise self.error(token, f"{word!r} is not a field (.Name, $.Name), a variable ($x) or a string constant")
+        fields = tuple(match.group(2).split(".")[1:]) if match.group(2) not in ("", ".") else ()
+        return ("ref", match.group(1) or "", fields)
 
-    def condition(self, text: str, token: _Token) -> _Condition:
-        words = _OPERAND.findall(text)
-        if len(words) == 1:
-            return _Condition("truth", self.operand(words[0], token))
-        if len(words) == 3 and words[0] in ("eq", "ne"):
-            return _Condition(words[0], self.operand(words[1], token), self.operand(words[2], token))
-        raise self.error(token, "a condition must be .Field, eq A B or ne A B")
+    def expression(self, words: list[str], token: _Token, what: str) -> Expression:
+        """One value, or a call of eq, ne, not or json."""
+        if words and words[0] in _FUNCTIONS:
+            if len(words) - 1 != _FUNCTIONS[words[0]]:
+                raise self.error(token, what)
+            return (words[0], tuple(self.operand(word, token) for word in words[1:]))
+        if len(words) != 1:
+            raise self.error(token, what)
+        return ("value", (self.operand(words[0], token),))
 
     def block(self, depth: int, opener: _Token | None) -> list[_Node]:
         """Nodes up to the `else`/`end` closing `opener` (left unconsumed), or to the end for the top level."""
@@ -175,27 +186,38 @@ class _Parser:
                 nodes.append(_Node("text", text=token.value))
                 self.index += 1
                 continue
-            head = token.value.split(None, 1)[0] if token.value.split() else ""
+            words = _OPERAND.findall(token.value)
+            head = words[0] if words else ""
             if head in ("else", "end"):
                 if opener is None:
                     raise self.error(token, f"unexpected {head!r}: no if or range is open")
                 return nodes
             self.index += 1
-            if head == "if":
-                nodes.append(self.if_block(token, depth))
-            elif head == "range":
-                nodes.append(self.range_block(token, depth))
-            elif head.startswith((".", "$", '"')):
-                nodes.append(_Node("value", operand=self.operand(token.value, token)))
-            else:
-                raise self.error(token, "unsupported action")
+            nodes.append(self.action(token, words, depth))
         if opener is not None:
             raise self.error(opener, "no matching {{ end }}")
         return nodes
 
+    def action(self, token: _Token, words: list[str], depth: int) -> _Node:
+        head = words[0] if words else ""
+        if head == "if":
+            return self.if_block(token, depth)
+        if head == "range":
+            return self.range_block(token, depth)
+        assignment = _ASSIGNMENT.fullmatch(token.value)
+        if assignment:
+            value = self.expression(_OPERAND.findall(assignment.group(3)), token, "a variable needs one value")
+            return _Node("set", name=assignment.group(1), declare=assignment.group(2) == ":=", expression=value)
+        if head.startswith((".", "$", '"')) or head in _FUNCTIONS:
+            return _Node("value", expression=self.expression(words, token, "unsupported action"))
+        raise self.error(token, "unsupported action")
+
+    def condition(self, text: str, token: _Token) -> Expression:
+        return self.expression(_OPERAND.findall(text), token, "a condition must be a value, eq A B, ne A B or not A")
+
     def if_block(self, opener: _Token, depth: int) -> _Node:
         node = _Node("if")
-        condition: _Condition | None = self.condition(opener.value[2:], opener)
+        condition: Expression | None = self.condition(opener.value[2:], opener)
         while True:
             node.branches.append((condition, self.block(depth + 1, opener)))
             closing = self.tokens[self.index]
@@ -210,62 +232,136 @@ class _Parser:
             condition = None if len(words) == 1 else self.condition(words[2], closing)
 
     def range_block(self, opener: _Token, depth: int) -> _Node:
-        words = opener.value.split()
-        if len(words) != 2:
-            raise self.error(opener, "range needs exactly one field")
-        operand = self.operand(words[1], opener)
-        if operand[0] != "field":
-            raise self.error(opener, "range needs a field")
+        match = _RANGE.fullmatch(opener.value)
+        if match is None:
+            raise self.error(opener, "range needs exactly one field (with $v := or $i, $v := before it)")
+        operand = self.operand(match.group(3), opener)
+        if operand[0] != "ref":
+            raise self.error(opener, "range needs a field or a variable")
+        names = tuple(name for name in match.group(1, 2) if name)
         body = self.block(depth + 1, opener)
         closing = self.tokens[self.index]
         self.index += 1
         if closing.value != "end":
             raise self.error(closing, "expected {{ end }} (range with else is not supported)")
-        return _Node("range", operand=operand, body=body)
+        return _Node("range", expression=("value", (operand,)), names=names, body=body)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
 
 
-def _value(operand: Operand, scope: Any, root: dict[str, Any]) -> Any:
-    kind, name, from_root = operand
+class _Frames:
+    """Variables in scope: one frame per open block, as Go scopes `$x := ...` to the enclosing if or range."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.stack: list[dict[str, Any]] = [{"$": root}]
+
+    def find(self, name: str) -> dict[str, Any]:
+        for frame in reversed(self.stack):
+            if name in frame:
+                return frame
+        raise UserError(f"Go template: undefined variable {name}")
+
+
+def _show(operand: Operand) -> str:
+    kind, name, fields = operand
+    if kind == "string":
+        return f'"{name}"'
+    return (name + "".join(f".{field_name}" for field_name in fields)) or "."
+
+
+def _value(operand: Operand, dot: Any, frames: _Frames) -> Any:
+    kind, name, fields = operand
     if kind == "string":
         return name
-    source = root if from_root else scope
-    if not isinstance(source, dict):
-        raise UserError(
-            f"Go template: cannot read .{name} from a {type(source).__name__}; range items must be objects"
-        )
-    value = source.get(name, "")
-    return "" if value is None else value
+    value = dot if name == "" else frames.find(name)[name]
+    for field_name in fields:
+        if not isinstance(value, dict):
+            raise UserError(
+                f"Go template: cannot read .{field_name} from a {type(value).__name__}; range items must be objects"
+            )
+        value = value.get(field_name)
+    return value
 
 
-def _test(condition: _Condition, scope: Any, root: dict[str, Any]) -> bool:
-    if condition.test == "truth":
-        return bool(_value(condition.left, scope, root))
-    equal = _value(condition.left, scope, root) == _value(condition.right, scope, root)
-    return equal if condition.test == "eq" else not equal
+def _truth(value: Any) -> bool:
+    """Go's truth: false, 0, nil and empty strings, lists and maps are false; everything else is true."""
+    return bool(value) if isinstance(value, bool | int | float | str | list | tuple | dict) or value is None else True
 
 
-def _render(nodes: list[_Node], scope: Any, root: dict[str, Any]) -> str:
+def go_json(value: Any) -> str:
+    """What Go's json.Marshal (Ollama's `json` template function) writes for `value`."""
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer() and abs(item) < 1e21:
+            return int(item)  # Go writes the float64 2.0 as 2
+        if isinstance(item, dict):
+            return {str(key): plain(sub) for key, sub in item.items()}
+        return [plain(sub) for sub in item] if isinstance(item, list | tuple) else item
+
+    text = json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _evaluate(expression: Expression, dot: Any, frames: _Frames) -> Any:
+    function, operands = expression
+    values = [_value(operand, dot, frames) for operand in operands]
+    if function == "value":
+        return values[0]
+    if function == "json":
+        return go_json(values[0])
+    if function == "not":
+        return not _truth(values[0])
+    equal = ("" if values[0] is None else values[0]) == ("" if values[1] is None else values[1])
+    return equal if function == "eq" else not equal
+
+
+def _text_of(value: Any) -> str:
+    """How Go prints a value (maps and lists as JSON, as Ollama's argument and tool types print themselves)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return go_json(value)
+    return go_json(value) if isinstance(value, dict | list | tuple) else str(value)
+
+
+def _items(node: _Node, dot: Any, frames: _Frames) -> list[tuple[Any, Any]]:
+    items = _evaluate(node.expression, dot, frames)
+    if items is None or items == "":
+        return []
+    if isinstance(items, dict):
+        return sorted(items.items())
+    if not isinstance(items, list | tuple):
+        shown = _show(node.expression[1][0])
+        raise UserError(f"Go template: range over {shown} needs a list, not a {type(items).__name__}")
+    return list(enumerate(items))
+
+
+def _render(nodes: list[_Node], dot: Any, frames: _Frames) -> str:
     out = []
     for node in nodes:
         if node.kind == "text":
             out.append(node.text)
         elif node.kind == "value":
-            out.append(str(_value(node.operand, scope, root)))
+            out.append(_text_of(_evaluate(node.expression, dot, frames)))
+        elif node.kind == "set":
+            frame = frames.stack[-1] if node.declare else frames.find(node.name)
+            frame[node.name] = _evaluate(node.expression, dot, frames)
         elif node.kind == "range":
-            items = _value(node.operand, scope, root)
-            if items == "":
-                continue
-            if not isinstance(items, list | tuple):
-                kind = type(items).__name__
-                raise UserError(f"Go template: range over .{node.operand[1]} needs a list, not a {kind}")
-            out.extend(_render(node.body, item, root) for item in items)
+            for key, item in _items(node, dot, frames):
+                frames.stack.append(dict(zip(node.names, (key, item)[2 - len(node.names) :], strict=True)))
+                out.append(_render(node.body, item, frames))
+                frames.stack.pop()
         else:
             for condition, body in node.branches:
-                if condition is None or _test(condition, scope, root):
-                    out.append(_render(body, scope, root))
+                if condition is None or _truth(_evaluate(condition, dot, frames)):
+                    frames.stack.append({})
+                    out.append(_render(body, dot, frames))
+                    frames.stack.pop()
                     break
     return "".join(out)
 
@@ -273,7 +369,7 @@ def _render(nodes: list[_Node], scope: Any, root: dict[str, Any]) -> str:
 def render_go_template(template: str, data: dict[str, Any]) -> str:
     """Render `template` with `data` (e.g. {"System": ..., "Messages": [{"Role", "Content"}, ...]})."""
     nodes = _Parser(template).block(0, None)
-    return _render(nodes, data, data)
+    return _render(nodes, data, _Frames(data))
 
 
 def literal_action(text: str) -> str:

@@ -2,8 +2,11 @@
 
 The role wrappers are read off the tokenizer's template by rendering probe conversations (so no per-model
 template is written by hand), assembled into a Go template, and checked: the Go template must render a multi-turn
-conversation, with and without a system prompt, to exactly the text the tokenizer's template gives; otherwise
-export stops and says so. Tool calls are not part of the Modelfile template.
+conversation, with and without a system prompt, and one with tool calls and tool results, to exactly the text the
+model trains on (the tokenizer's template; tool calls as `ollama_tools` reads them); otherwise export stops and says
+so. The renderer used for that check is tuneforge's own (`gotemplate`); the tests render the same Modelfiles with
+Go's text/template, the engine Ollama runs. A template whose tool calls have no fixed form gets no tool branches
+(with a warning); tool definitions (Ollama's `.Tools`) are never part of it.
 
 Every value is written so that Ollama's Modelfile parser reads back exactly that text (see `modelfile`): template
 text that the Modelfile syntax cannot carry (quotes, `{{`, characters Ollama drops) is written as Go string
@@ -12,17 +15,39 @@ constants; a default system prompt that cannot be a SYSTEM value becomes part of
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.messages import Conversation, Message
+from tuneforge.data.render import conversation_text
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
 from tuneforge.export.gguf import gguf_file_name, write_gguf_export
 from tuneforge.export.gotemplate import literal_action, render_go_template
 from tuneforge.export.modelfile import BARE, DOUBLE, TRIPLE, go_printable, modelfile_value, parse_modelfile
+from tuneforge.export.ollama_tools import (
+    ResultsTemplate,
+    ToolWrappers,
+    read_tool_wrappers,
+    tool_calls_template,
+    tool_results_template,
+)
 
-__all__ = ["ChatWrappers", "go_template", "modelfile", "read_wrappers", "verify_template", "write_ollama_export"]
+__all__ = [
+    "PROBES",
+    "ChatWrappers",
+    "go_template",
+    "modelfile",
+    "ollama_template_data",
+    "read_wrappers",
+    "verify_template",
+    "write_ollama_export",
+]
+
+log = logging.getLogger(__name__)
 
 _S, _U1, _A1, _U2 = "SYSTEMQZXW", "USERONEQZXW", "ASSISTANTONEQZXW", "USERTWOQZXW"
 
@@ -97,41 +122,76 @@ def _text(piece: str) -> str:
     return piece if plain else literal_action(piece)
 
 
-def go_template(w: ChatWrappers, default_system: str | None = None) -> str:
+def go_template(w: ChatWrappers, default_system: str | None = None, tools: ToolWrappers | None = None) -> str:
     """The Go template Ollama renders; system from .System, turns from .Messages, then the generation prompt.
 
-    With `default_system`, the template itself prints that system prompt when the conversation has none.
+    With `default_system`, the template itself prints that system prompt when the conversation has none. With
+    `tools`, assistant turns print their .ToolCalls and `tool` messages print as the training text has them.
     """
     system = f"{{{{ if .System }}}}{_text(w.system_prefix)}{{{{ .System }}}}{_text(w.system_suffix)}"
     if default_system is not None:
         system += f"{{{{ else }}}}{_text(w.system_prefix)}{literal_action(default_system)}{_text(w.system_suffix)}"
+    calls, results = "", ResultsTemplate()
+    if tools is not None:
+        calls, results = tool_calls_template(tools, _text), tool_results_template(tools, _text)
     return (
-        f"{_text(w.bos)}{system}{{{{ end }}}}"
-        "{{ range .Messages }}"
+        f"{_text(w.bos)}{system}{{{{ end }}}}{results.declare}{{{{ range .Messages }}}}{results.turn_start}"
         f'{{{{ if eq .Role "user" }}}}{_text(w.user_prefix)}{{{{ .Content }}}}{_text(w.user_suffix)}'
-        f'{{{{ else if eq .Role "assistant" }}}}{_text(w.assistant_prefix)}{{{{ .Content }}}}'
-        f"{_text(w.assistant_suffix)}"
-        "{{ end }}{{ end }}"
+        f'{{{{ else if eq .Role "assistant" }}}}{_text(w.assistant_prefix)}{{{{ .Content }}}}{calls}'
+        f"{_text(w.assistant_suffix)}{results.branch}"
+        f"{{{{ end }}}}{results.turn_end}{{{{ end }}}}{results.after}"
         f"{_text(w.assistant_prefix)}"
     )
 
 
-def _ollama_data(messages: list[dict[str, str]], default_system: str | None) -> dict[str, Any]:
-    system = next((m["content"] for m in messages if m["role"] == "system"), default_system or "")
-    turns = [{"Role": m["role"], "Content": m["content"]} for m in messages if m["role"] != "system"]
+def ollama_template_data(messages: list[dict[str, Any]], default_system: str | None) -> dict[str, Any]:
+    """What Ollama gives a template for a chat request of OpenAI-style `messages` (as its server and template/
+    template.go build it): the Modelfile SYSTEM added when the conversation has no system message, consecutive
+    messages of one role (but `tool`) merged, .System all system messages, .Messages all messages with their
+    tool calls."""
+    if default_system and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": default_system}, *messages]
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if turns and turns[-1]["Role"] == m["role"] != "tool":
+            turns[-1]["Content"] += "\n\n" + m["content"]
+            continue
+        calls = [c.get("function", c) for c in m.get("tool_calls") or []]
+        turns.append({"Role": m["role"], "Content": m["content"], "ToolCalls": [_ollama_call(c) for c in calls]})
+    system = "\n\n".join(t["Content"] for t in turns if t["Role"] == "system")
     return {"System": system, "Messages": turns}
 
 
-def verify_template(tokenizer: Any, template: str, default_system: str | None) -> None:
-    """Raise unless the Go template renders probe conversations exactly like the tokenizer's template."""
-    probes = [
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Who are you?"}],
-        [{"role": "user", "content": "What is 2 + 2?"}],
-    ]  # fmt: skip
-    for messages in probes:
-        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        got = render_go_template(template, _ollama_data(messages, default_system))
+def _ollama_call(function: dict[str, Any]) -> dict[str, Any]:
+    arguments = function.get("arguments") or {}
+    return {
+        "Function": {
+            "Name": function["name"],
+            "Arguments": json.loads(arguments) if isinstance(arguments, str) else arguments,
+        }
+    }
+
+
+_CALLS = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}},
+          {"name": "get_weather", "arguments": {"city": "Rome", "days": 1}}]  # fmt: skip
+PROBES: list[list[Message]] = [
+    [Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
+     Message("user", "Who are you?")],
+    [Message("user", "What is 2 + 2?")],
+    [Message("user", "Weather in Paris and Rome?"), Message("assistant", "Checking.", tool_calls=_CALLS),
+     Message("tool", "18 C, sunny"), Message("tool", "24 C, clear"), Message("assistant", "Paris 18 C, Rome 24 C."),
+     Message("user", "Thanks!"), Message("assistant", "", tool_calls=_CALLS[1:]), Message("tool", "24 C")],
+]  # fmt: skip
+"""Conversations every Modelfile template must render exactly as in training; the last one has tool calls."""
+
+
+def verify_template(tokenizer: Any, template: str, default_system: str | None, tools: bool = False) -> None:
+    """Raise unless the Go template renders the probe conversations (`tools`: with tool calls too) exactly like the
+    text the model trains on."""
+    for messages in PROBES if tools else PROBES[:2]:
+        expected = conversation_text(tokenizer, Conversation(messages), generation=True)
+        data = ollama_template_data([m.to_template() for m in messages], default_system)
+        got = render_go_template(template, data)
         if got != expected:
             raise UserError(
                 "the chat template cannot be expressed as an Ollama template (rendering differs: "
@@ -165,8 +225,7 @@ def modelfile(tokenizer: Any, gguf_name: str, temperature: float = 0.7, context:
             modelfile_value(system, "the default system prompt")
         except UserError:  # no Modelfile quoting carries it: the template prints it instead
             system, in_template = None, system
-    template = go_template(w, in_template)
-    verify_template(tokenizer, template, system)
+    template = _checked_template(tokenizer, w, in_template, system)
     commands = [("model", f"./{gguf_name}"), ("template", template)]
     commands += [("system", system)] if system is not None else []
     commands += [("stop", stop) for stop in _stops(tokenizer, w)]
@@ -175,6 +234,19 @@ def modelfile(tokenizer: Any, gguf_name: str, temperature: float = 0.7, context:
     if parse_modelfile(text) != commands:  # the parser port disagrees with the quoting: never write that file
         raise UserError("the Modelfile would not read back as written; use the GGUF file with its embedded template")
     return text
+
+
+def _checked_template(tokenizer: Any, w: ChatWrappers, in_template: str | None, system: str | None) -> str:
+    """The verified Go template: with tool calls when they render as in training, else without (and a warning)."""
+    plain = go_template(w, in_template)
+    verify_template(tokenizer, plain, system)
+    try:
+        with_tools = go_template(w, in_template, read_tool_wrappers(tokenizer, w.assistant_prefix, w.assistant_suffix))
+        verify_template(tokenizer, with_tools, system, tools=True)
+    except UserError as err:
+        log.warning("the Ollama template leaves tool calls out: %s", err)
+        return plain
+    return with_tools
 
 
 def _command_line(name: str, value: str) -> str:

@@ -2,10 +2,13 @@
 installed. It runs one answer at a time (a batch is run answer by answer) and serves no LoRA adapters.
 
 The chat template comes from the GGUF file through transformers, so prompts render as everywhere in tuneforge.
+Sampling is what the other engines do: temperature and top-p only (llama-cpp-python's own defaults add top-k 40 and
+min-p 0.05); temperature 0 is greedy.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +27,8 @@ class LlamaCppEngine(Engine):
         from llama_cpp import Llama
         from transformers import AutoTokenizer
 
-        self.llm = Llama(model_path=str(gguf), n_ctx=0, verbose=False)
+        # llama-cpp-python uses half the cores by default; the scheduler runs one answer at a time, so use them all
+        self.llm = Llama(model_path=str(gguf), n_ctx=0, n_threads=os.cpu_count() or 1, verbose=False)
         self.tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         self.context_length = int(self.llm.n_ctx())
         self._eos = {self.llm.token_eos(), self.tokenizer.eos_token_id}
@@ -57,11 +61,14 @@ class LlamaCppEngine(Engine):
     def _answer(self, job: Job, take: Callable[[int], bool] | None) -> Tokens:
         """Sample one answer token by token (temperature 0: greedy)."""
         tokens: list[int] = []
-        for token in self.llm.generate(job.prompt, temp=job.temperature, top_p=job.top_p, reset=True):
+        sampling = {"temp": job.temperature, "top_p": job.top_p, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+        for token in self.llm.generate(job.prompt, reset=True, **sampling):
             if token in self._eos and not job.ignore_eos:
                 return tokens, True
             tokens.append(token)
-            if len(tokens) >= job.max_tokens or job.cancelled.is_set() or (take is not None and not take(token)):
+            if take is not None and not take(token):  # before the length check: a stream gets its last token too
+                break
+            if len(tokens) >= job.max_tokens or job.cancelled.is_set():
                 break
         return tokens, False
 

@@ -14,7 +14,7 @@ from typing import Any
 from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, HFTokenizerEngine, Job, Tokens
 from tuneforge.serve.plan import Plan, model_folder
 
-__all__ = ["VllmEngine", "open_vllm"]
+__all__ = ["VllmEngine", "lora_rank_limit", "open_vllm"]
 
 
 class VllmEngine(HFTokenizerEngine):
@@ -30,7 +30,7 @@ class VllmEngine(HFTokenizerEngine):
             trust_remote_code=trust_remote_code,
             enable_lora=bool(adapters),
             max_loras=max(1, len(adapters)),
-            max_lora_rank=max(ranks, default=16),
+            max_lora_rank=lora_rank_limit(ranks),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
@@ -78,6 +78,13 @@ class VllmEngine(HFTokenizerEngine):
 
 def _lora_rank(folder: Path) -> int:
     return int(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16))
+
+
+def lora_rank_limit(ranks: list[int]) -> int:
+    """vLLM's max_lora_rank for adapters of these ranks: vLLM accepts only some values (8, 16, 32, ... 512), so the
+    largest rank is rounded up to a power of two of at least 8 (16 without adapters)."""
+    largest = max(ranks, default=16)
+    return max(8, 1 << (largest - 1).bit_length())
 
 
 def open_vllm(plan: Plan) -> Engine:
