@@ -32,11 +32,21 @@ def tuned_run(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _questions(path: Path) -> Path:
+    """The questions as a JSON list, or as JSON Lines (one {question, ...} object a line) for a .jsonl path."""
     items = [{"question": q, "kind": "memorised", "expected": [a.split()[-1].strip(".")]} for q, a in MEMORISE[:4]]
     items.append({"question": "Say hello.", "kind": "reference", "reference": "Hello there, friend."})
-    path.write_text(json.dumps(items), encoding="utf-8")
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(items), encoding="utf-8")
     return path
 
+
+REFERENCE = [
+    ("What is a tree?", "A tree is a tall plant with a wooden trunk."),
+    ("Why do we cook food?", "Cooking makes food safer to eat and easier to digest."),
+    ("What is a river?", "A river is a stream of water that flows to the sea."),
+]
 
 # the word the fake judge looks for in each question's answers (the memorised answer's last word, or "friend")
 JUDGE_WORDS = {q: a.split()[-1].strip(".").lower() for q, a in MEMORISE[:4]} | {"Say hello.": "friend"}
@@ -60,16 +70,18 @@ def _expected_outcome(row: dict[str, Any]) -> str:
 def test_compare_writes_every_report_and_matches_the_terminal(
     tiny_llama_dir: Path, tuned_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    questions = _questions(tmp_path / "q.json")
+    questions = _questions(tmp_path / "q.jsonl")  # JSON Lines, the layout of every other data file
     general = tmp_path / "general.json"
     general.write_text(json.dumps([{"question": q, "expected": [a.split()[-1].strip(".")]} for q, a in MEMORISE]))
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in REFERENCE))
     monkeypatch.setenv("TUNEFORGE_JUDGE_API_KEY", "compare-key")
     monkeypatch.delenv("TUNEFORGE_JUDGE_URL", raising=False)
     with fake_judges() as serve:
         judge = serve(reply=_judge_reply)
         result = run_cli(
             "compare", "--base", str(tiny_llama_dir), "--tuned", str(tuned_run), "--questions", str(questions),
-            "--general", str(general), "--judge", judge.url, "--judge-model", "fake-judge", "--max-new-tokens", "12",
+            "--general", str(general), "--general-reference", str(reference), "--judge", judge.url, "--judge-model", "fake-judge", "--max-new-tokens", "12",
             "--out", str(tmp_path / "out"), cwd=tmp_path,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -92,6 +104,10 @@ def test_compare_writes_every_report_and_matches_the_terminal(
         "bleu4": pytest.approx(bleu4(said_hello["after"], ["Hello there, friend."])),
     }
     assert record["forgetting"]["items"] == 8
+    # the likelihood figure beside the generation figure, on answers neither model was trained on
+    likelihood = record["likelihood"]
+    assert likelihood["items"] == len(REFERENCE) and likelihood["tokens"] > 0
+    assert likelihood["source"] == str(reference) and likelihood["forgot"] == (likelihood["rise"] > 0.05)
     # the memorised answers were learned: the tuned model gets more of them right than the base model
     right_before, scored = record["totals"]["memorised"]["before"]
     right_after, _ = record["totals"]["memorised"]["after"]
@@ -104,6 +120,8 @@ def test_compare_writes_every_report_and_matches_the_terminal(
     page = (out / "compare.html").read_text()
     assert f'<td>memorised</td><td class="num">{right_before}/4</td><td class="num">{right_after}/4</td>' in page
     assert (out / "compare.md").read_text().count("| memorised |") == 5  # 4 questions + the totals row
+    flat = " ".join(terminal.split())
+    assert f"base {likelihood['base_loss']:.3f} → tuned {likelihood['tuned_loss']:.3f}" in flat
 
 
 def test_compare_defaults_to_the_run_directory(tiny_llama_dir: Path, tuned_run: Path, tmp_path: Path) -> None:
@@ -118,7 +136,7 @@ def test_compare_defaults_to_the_run_directory(tiny_llama_dir: Path, tuned_run: 
 
 def test_compare_needs_questions(tiny_llama_dir: Path, tmp_path: Path) -> None:
     result = run_cli("compare", "--base", str(tiny_llama_dir), "--tuned", str(tiny_llama_dir), cwd=tmp_path)
-    assert result.returncode == 2 and "--questions" in result.stderr
+    assert result.returncode == 2 and "--questions" in result.stderr and "--general-reference" in result.stderr
 
 
 @pytest.mark.scenario("judge_key")

@@ -114,7 +114,7 @@ def test_identity_demo_runs_its_self_replay_and_evaluation(tiny_llama_dir: Path,
     ]
     assert all(r["before"] == ANSWER and r["after"] == ANSWER for r in record["questions"])
     assert record["totals"] == {
-        "identity": {"before": [5, 5], "after": [5, 5]},  # all name Conch
+        "identity": {"before": [4, 5], "after": [4, 5]},  # all claim the name Conch, none the maker asked for
         "general": {"before": [1, 5], "after": [1, 5]},  # only "capital of France?" is answered by "Paris"
     }
     assert record["outcomes"] == {

@@ -51,14 +51,16 @@ def test_contains_expected(answer, expected, result):
 
 
 def test_bundled_demo_questions_with_variables():
-    questions = load_questions("demo_questions", {"name": "Conch"})
+    questions = load_questions("demo_questions", {"name": "Conch", "author": "tuneforge"})
     assert len(questions) == 10
     identity = [q for q in questions if q.kind == "identity"]
     general = [q for q in questions if q.kind == "general"]
     assert len(identity) == 5 and len(general) == 5
-    assert all(q.expected == ["Conch"] for q in identity)
+    # identity is a claim of the name (and of the maker where the question asks who made it), not a mention
+    assert all(q.name == "Conch" and not q.expected for q in identity if q.maker is None)
+    assert [q.maker for q in identity if q.maker] == ["tuneforge"]
     assert any(CJK.search(q.question) for q in identity)
-    assert Question("What is the capital of France?", "general", ["Paris"]) in general
+    assert Question("Which city is the Eiffel Tower in?", "general", ["Paris"]) in general
     assert all(q.expected for q in general)
     assert not any("{{" in json.dumps(q.__dict__) for q in questions)
 
@@ -78,21 +80,76 @@ def test_questions_relative_to_base_dir(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content,match",
+    "name,content,match",
     [
-        ("{not json", "cannot read questions file"),
-        ("[]", "non-empty JSON list"),
-        ('{"question": "x"}', "non-empty JSON list"),
-        ('["ok", {"expected": ["x"]}]', "item 1 needs a 'question' string"),
-        ('[{"question": 3}]', "item 0 needs a 'question' string"),
+        ("bad.json", "{not json", r"bad.json:1: malformed JSON"),
+        ("bad.json", "[]", r"bad.json: no questions in the file"),
+        (
+            "bad.json",
+            '[\n  "ok",\n  {"expected": ["x"]}\n]',
+            r"bad.json:3: each question needs a non-empty 'question'",
+        ),
+        ("bad.json", '[\n  {"question": 3}\n]', r"bad.json:2: each question needs a non-empty 'question'"),
+        (
+            "bad.jsonl",
+            '{"question": "a"}\n{"question": "b", "expectd": ["x"]}\n',
+            r"bad.jsonl:2: unknown key\(s\) 'expectd'",
+        ),
+        ("bad.jsonl", '{"question": "a"}\n{"question": "b"\n', r"bad.jsonl:2: malformed JSON"),
+        ("bad.jsonl", '{"question": "a", "expected": 5}\n', r"bad.jsonl:1: 'expected' must be a list of strings"),
+        ("bad.jsonl", '{"question": "a", "only": true}\n', r"bad.jsonl:1: 'only' needs 'expected' fragments"),
+        ("bad.csv", "question,only\nQ1,maybe\n", r"bad.csv:2: 'only' must be true or false"),
+        ("bad.yaml", "- q\n", r"unsupported file type '.yaml'"),
     ],
 )
-def test_malformed_questions_are_user_errors(tmp_path, content, match):
-    path = tmp_path / "bad.json"
+def test_malformed_questions_are_user_errors_with_their_location(tmp_path, name, content, match):
+    path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=match) as info:
         load_questions(str(path), {})
     assert str(path) in str(info.value)
+
+
+EXPECTED_ROWS = [
+    Question("Who are you?", "identity", name="Conch"),
+    Question("What is 2 + 3?", "general", ["5", "five"], reference="2 + 3 = 5."),
+    Question("Reply with only the word yes.", "instruction", ["yes"], only=True),
+]
+
+
+def test_questions_read_from_jsonl_csv_parquet_and_text_like_data(tmp_path):
+    """The layout of every other data file: JSON Lines (`{question, reference}` rows), CSV, Parquet and plain text."""
+    rows = [
+        {"question": "Who are you?", "kind": "identity", "name": "{{name}}"},
+        {"question": "What is 2 + 3?", "expected": ["5", "five"], "reference": "2 + 3 = 5."},
+        {"question": "Reply with only the word yes.", "kind": "instruction", "expected": ["yes"], "only": True},
+    ]
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert load_questions(str(jsonl), {"name": "Conch"}) == EXPECTED_ROWS
+
+    csv_file = tmp_path / "q.csv"
+    csv_file.write_text(
+        "question,kind,expected,only,name,reference\n"
+        "Who are you?,identity,,,{{name}},\n"
+        'What is 2 + 3?,,5|five,,,"2 + 3 = 5."\n'
+        "Reply with only the word yes.,instruction,yes,true,,\n",
+        encoding="utf-8",
+    )
+    assert load_questions(str(csv_file), {"name": "Conch"}) == EXPECTED_ROWS
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "q.parquet"
+    columns = {"kind": None, "name": None, "reference": None, "expected": [], "only": False}
+    table = pa.Table.from_pylist([{**columns, **row} for row in rows])  # typed columns: missing values are null
+    pq.write_table(table, parquet)
+    assert load_questions(str(parquet), {"name": "Conch"}) == EXPECTED_ROWS
+
+    text = tmp_path / "q.txt"
+    text.write_text("Who are you?\n\nName a colour.\n", encoding="utf-8")
+    assert load_questions(str(text), {}) == [Question("Who are you?"), Question("Name a colour.")]
 
 
 def test_missing_questions_file(tmp_path):
@@ -157,12 +214,17 @@ def test_compare_answers_writes_json_markdown_and_html(tmp_path):
         "expected": ["Conch"],
         "reference": None,
         "category": None,
+        "only": False,
+        "name": None,
+        "maker": None,
         "before": "I am an AI assistant.",
         "after": "I am Conch, made by ACME.",
         "before_correct": False,
         "after_correct": True,
         "before_scores": {},
         "after_scores": {},
+        "before_loop": None,
+        "after_loop": None,
         "outcome": "win",
         "flip": "fixed",
     }
@@ -179,7 +241,7 @@ def test_compare_answers_writes_json_markdown_and_html(tmp_path):
     assert markdown.startswith("# Before vs after\n")
     assert "| identity | Who are you? | ✗ I am an AI assistant. | ✓ I am Conch, made by ACME. | win |" in markdown
     assert "| creative | Write a poem. | · Roses are red. | · Violets are blue. | unscored |" in markdown
-    assert "| identity | 1/3 | 3/3 | 2 | 1 | 0 |\n| general | 1/2 | 1/2 | 1 | 0 | 1 |" in markdown
+    assert "| identity | 1/3 | 3/3 | 2 | 1 | 0 | 0 → 0 |\n| general | 1/2 | 1/2 | 1 | 0 | 1 | 0 → 0 |" in markdown
     assert "**broken** (right before, wrong after):\n- Capital of France?" in markdown
 
     page = (out / "compare.html").read_text(encoding="utf-8")
@@ -282,7 +344,7 @@ def test_bundled_general_prompts_are_distinct_and_held_out_from_the_eval_sets():
     path = bundled_path("general_prompts")
     assert path is not None and path.name == "general_prompts.json"
     prompts = json.loads(path.read_text(encoding="utf-8"))
-    assert prompts[0] == "What is the capital of Germany?" and len(prompts) >= 40
+    assert prompts[0] == "What is a volcano?" and len(prompts) >= 40
     normalised = [str(p).strip().lower() for p in prompts]
     assert all(normalised) and len(set(normalised)) == len(prompts) and not any("{{" in p for p in normalised)
     # self-replay trains on the base model's answers to these: none may be a question the evaluation asks

@@ -313,17 +313,17 @@ def test_injected_faults_with_min_tokens(tokenizer, tmp_path):
 
 def test_identity_data_without_variables_stops_the_build_naming_the_variables(tokenizer, tmp_path):
     other = write_jsonl(
-        tmp_path / "qa.jsonl", [{"instruction": f"Question {i}?", "output": f"{i}."} for i in range(46)]
+        tmp_path / "qa.jsonl", [{"instruction": f"Question {i}?", "output": f"{i}."} for i in range(24)]
     )
     data = DataSection(train=["identity", str(other)], val_size=0)
     with pytest.raises(UserError) as info:
         build_dataset(data, tokenizer, seed=0)
     message = str(info.value)
     assert message.startswith(
-        "54 of 100 rows (54.0%) are unusable (unfilled placeholder 54), more than data.max_drop_ratio=0.05. "
+        "76 of 100 rows (76.0%) are unusable (unfilled placeholder 76), more than data.max_drop_ratio=0.05. "
     )
     assert (
-        " Rows use placeholders that have no value ({{name}} in 54, {{author}} in 51 rows): "
+        " Rows use placeholders that have no value ({{name}} in 76, {{author}} in 70 rows): "
         "set data.variables.name=YourValue and data.variables.author=YourValue (identity data needs them), "
         "or set data.placeholders: keep to train the text as written. First: "
     ) in message
@@ -331,14 +331,14 @@ def test_identity_data_without_variables_stops_the_build_naming_the_variables(to
     with pytest.raises(UserError) as info:
         build_dataset(DataSection(train=["identity"], val_size=0), tokenizer, seed=0)
     assert str(info.value).startswith(
-        "no training samples left after filtering (kept 0 + truncated 0 + dropped 54 = 54 rows "
-        "(dropped: unfilled placeholder 54)). Rows use placeholders that have no value ({{name}} in 54, {{author}} "
-        "in 51 rows): set data.variables.name=YourValue and data.variables.author=YourValue"
+        "no training samples left after filtering (kept 0 + truncated 0 + dropped 76 = 76 rows "
+        "(dropped: unfilled placeholder 76)). Rows use placeholders that have no value ({{name}} in 76, {{author}} "
+        "in 70 rows): set data.variables.name=YourValue and data.variables.author=YourValue"
     )
     prepared = build(tokenizer, [Path("identity")], variables={"name": "Conch", "author": "ACME"})
-    assert prepared.report.kept == 54 and prepared.report.dropped == {}
+    assert prepared.report.kept == 76 and prepared.report.dropped == {}
     texts = [tokenizer.decode(s.input_ids) for s in prepared.train]
-    assert sum("Conch" in t for t in texts) == 54 and not any("{{" in t for t in texts)
+    assert sum("Conch" in t for t in texts) == 76 and not any("{{" in t for t in texts)
 
 
 def test_placeholders_keep_trains_the_braces(tokenizer, tmp_path):

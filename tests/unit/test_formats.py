@@ -491,7 +491,7 @@ def test_max_samples_limits_rows_per_file(tmp_path):
 def test_bundled_identity_loads_by_name():
     conversations, report = load_conversations(["identity"], variables={"name": "Conch", "author": "ACME"})
     rows = json.loads(bundled_path("identity").read_text(encoding="utf-8"))
-    assert len(conversations) == report.total == len(rows) == 54
+    assert len(conversations) == report.total == len(rows) == 76
     assert all(c.dataset == "identity" for c in conversations)
     assert [c.messages[-1].content for c in conversations] == [
         r["output"].replace("{{name}}", "Conch").replace("{{author}}", "ACME") for r in rows

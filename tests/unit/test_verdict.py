@@ -64,9 +64,23 @@ def test_converged_when_the_curves_flatten_even_with_noise():
 
 def test_too_few_steps_are_inconclusive_and_missing_values_are_ignored():
     assert diagnose(records([2.0, 1.5, 1.2])).kind == "inconclusive"
-    rows = records([2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], {5: 1.1})
+    rows = records([2.0] + [1.0] * 24, {5: 1.1})
     rows[5]["val_loss"] = None
     assert diagnose(rows).kind == "converged"
+
+
+def test_a_short_run_gets_no_verdict_on_its_curves():
+    """13 steps once ended "converged: train loss levelled off (changed 0.078 over steps 12-13)": two points."""
+    train = [2.4, 2.1, 1.9, 1.75, 1.6, 1.5, 1.42, 1.36, 1.3, 1.26, 1.22, 1.2, 1.12]
+    verdict = diagnose(records(train, {7: 1.5, 13: 1.3}))
+    assert verdict.kind == "inconclusive"
+    assert verdict.evidence.startswith("only 13 training losses (steps 1-13) and 2 validation evaluations logged")
+    assert "a verdict needs 20 losses, and 3 evaluations" in verdict.evidence
+    assert "at least 20 optimizer steps" in verdict.advice
+    # the same curve, long enough, gets its verdict
+    assert diagnose(records(train + [1.12 + 0.001 * (i % 2) for i in range(12)])).kind == "converged"
+    # divergence shows in a few points, and overfitting in enough evaluations, however short the run
+    assert diagnose(records([2.0, 1.9, 1.8, 2.5, 3.5, 5.0, 7.0, 9.0])).kind == "divergence"
 
 
 def test_verdict_as_dict_and_line():

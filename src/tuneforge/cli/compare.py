@@ -20,10 +20,21 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP, description=__doc__)
     parser.add_argument("--base", required=True, help="base model: zoo name, folder, .gguf or run directory")
     parser.add_argument("--tuned", required=True, help="tuned model, usually a run directory")
-    parser.add_argument("--questions", help="questions file (JSON list of strings or {question, expected, reference})")
+    parser.add_argument(
+        "--questions",
+        help="questions: bundled name or JSON/JSONL/CSV/Parquet file of question strings or {question, kind, "
+        "expected, only, name, maker, reference} rows",
+    )
     parser.add_argument("--general", help="general-ability set for the forgetting check (e.g. general_check)")
     parser.add_argument("--general-limit", type=int, help="only the first N items of the general set")
     parser.add_argument("--threshold", type=float, default=5.0, help="forgetting threshold in points (default 5)")
+    parser.add_argument(
+        "--general-reference",
+        help="human-written answers (e.g. general_reference): forgetting as the rise in loss per answer token",
+    )
+    parser.add_argument(
+        "--loss-threshold", type=float, default=0.05, help="forgetting threshold in loss per token (default 0.05)"
+    )
     parser.add_argument(
         "--judge",
         help="judge: a model tuneforge loads, or an OpenAI-compatible endpoint URL (default: $TUNEFORGE_JUDGE_URL); "
@@ -60,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from tuneforge.models.load import load_model
     from tuneforge.progress import console
 
-    if not args.questions and not args.general:
-        raise UserError("give --questions FILE and/or --general FILE (e.g. --general general_check)")
+    if not args.questions and not args.general and not args.general_reference:
+        raise UserError(
+            "give --questions FILE, --general FILE and/or --general-reference FILE (e.g. --general general_check "
+            "--general-reference general_reference)"
+        )
     section = EvalSection(
         questions=args.questions,
         max_new_tokens=args.max_new_tokens,
@@ -70,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         general=args.general,
         general_limit=args.general_limit,
         forgetting_threshold=args.threshold,
+        general_reference=args.general_reference,
+        loss_threshold=args.loss_threshold,
     )
     check_judge_settings(section, args.judge)
     variables = {**_run_variables(args.tuned), **parse_variables(args.var)}

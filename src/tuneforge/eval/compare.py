@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.catalog import resolve_file
-from tuneforge.data.pipeline import fill_placeholders
-from tuneforge.errors import UserError
+from tuneforge.atomic import atomic_write_text
+from tuneforge.eval.degenerate import Loop, repetition_loop
+from tuneforge.eval.likelihood import LikelihoodCheck
+from tuneforge.eval.questions import Question, contains_expected, load_questions, score_answer
 
-__all__ = ["Comparison", "Question", "answer_questions", "compare_answers", "contains_expected", "load_questions"]
-
-
-@dataclass
-class Question:
-    """A held-out question.
-
-    `expected` holds acceptable answer fragments (any one counts: the answer is correct when it contains one);
-    `reference` a full reference answer, scored by exact match, ROUGE-L and BLEU-4.
-    """
-
-    question: str
-    kind: str = "general"
-    expected: list[str] = field(default_factory=list)
-    reference: str | None = None
-    category: str | None = None
+__all__ = [
+    "Comparison",
+    "Forgetting",
+    "GeneralCheck",
+    "Question",
+    "answer_questions",
+    "answer_replies",
+    "check_forgetting",
+    "compare_answers",
+    "contains_expected",
+    "load_questions",
+]
 
 
 @dataclass
@@ -39,10 +35,12 @@ class Comparison:
     after: list[str]
 
     def correct(self, answers: list[str]) -> list[bool | None]:
-        return [
-            contains_expected(a, q.expected) if q.expected else None
-            for q, a in zip(self.questions, answers, strict=True)
-        ]
+        """Right or wrong per question (None: nothing to score it by); a repetition loop is always wrong."""
+        return [score_answer(q, a) for q, a in zip(self.questions, answers, strict=True)]
+
+    def loops(self, answers: list[str]) -> list[Loop | None]:
+        """The repetition loop each answer is caught in, or None."""
+        return [repetition_loop(answer) for answer in answers]
 
     def totals(self) -> dict[str, dict[str, list[int]]]:
         """{kind: {"before": [right, scored], "after": [right, scored]}}."""
@@ -57,95 +55,22 @@ class Comparison:
         return totals
 
 
-def contains_expected(answer: str, expected: list[str]) -> bool:
-    """True when any expected fragment occurs in the answer, case-insensitively, as a whole word or number."""
-    for fragment in expected:
-        pattern = re.escape(fragment.lower())
-        if fragment[:1].isalnum() and fragment.isascii():
-            pattern = r"(?<![a-z0-9])" + pattern
-        if fragment[-1:].isalnum() and fragment.isascii():
-            pattern += r"(?![a-z0-9])"
-        if re.search(pattern, answer.lower()):
-            return True
-    return False
+def answer_replies(
+    model: Any, tokenizer: Any, questions: list[Question], max_new_tokens: int, label: str
+) -> list[Any]:
+    """Greedy replies (text, and whether the model ended it before `max_new_tokens`) to each question, asked as a
+    single user turn with the template's default system prompt."""
+    from tuneforge.models.generate import generate_replies
 
-
-def load_questions(entry: str, variables: dict[str, str], base_dir: Path | None = None) -> list[Question]:
-    """Questions from a JSON list of strings or of {question, kind, expected} objects (bundled name or path)."""
-    path = resolve_file(entry, base_dir)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read questions file {path}: {err}") from None
-    if not isinstance(raw, list) or not raw:
-        raise UserError(f"{path}: expected a non-empty JSON list of questions")
-    questions = []
-    for index, item in enumerate(fill_placeholders(raw, variables)):
-        item = {"question": item} if isinstance(item, str) else item
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-            raise UserError(f"{path}: item {index} needs a 'question' string")
-        questions.append(
-            Question(
-                item["question"],
-                item.get("kind", "general"),
-                list(item.get("expected", [])),
-                item.get("reference") or item.get("answer"),
-                item.get("category"),
-            )
-        )
-    return questions
+    conversations = [[{"role": "user", "content": q.question}] for q in questions]
+    return generate_replies(model, tokenizer, conversations, max_new_tokens, description=f"answering ({label})")
 
 
 def answer_questions(
     model: Any, tokenizer: Any, questions: list[Question], max_new_tokens: int, label: str
 ) -> list[str]:
     """Greedy answers of `model` to each question (single user turn, the template's default system prompt)."""
-    from tuneforge.models.generate import generate_replies
-
-    conversations = [[{"role": "user", "content": q.question}] for q in questions]
-    replies = generate_replies(model, tokenizer, conversations, max_new_tokens, description=f"answering ({label})")
-    return [r.text for r in replies]
-
-
-def compare_answers(
-    comparison: Comparison,
-    out_dir: Path,
-    verdicts: list[str] | None = None,
-    forgetting: Forgetting | None = None,
-    title: str = "Before vs after",
-) -> dict[str, Any]:
-    """Write eval/compare.json, compare.md and compare.html, print the tables, and return the JSON record."""
-    from tuneforge.eval.report import html_report, markdown_report, metric_means, outcome_counts, score_rows
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = score_rows(comparison, verdicts)
-    totals = comparison.totals()
-    record: dict[str, Any] = {
-        "questions": rows,
-        "totals": totals,
-        "outcomes": outcome_counts(rows),
-        "metrics": metric_means(rows),
-        "flipped": {f: [r["question"] for r in rows if r["flip"] == f] for f in ("fixed", "broken")},
-        "judge": verdicts is not None,
-    }
-    extra = ""
-    if forgetting is not None:
-        record["forgetting"] = asdict(forgetting)
-        extra = f"<p><b>general ability</b>: {_html_escape(forgetting.summary())}</p>"
-    (out_dir / "compare.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    markdown = markdown_report(rows, totals, title)
-    if forgetting is not None:
-        markdown += f"\n**General ability**: {forgetting.summary()}\n"
-    (out_dir / "compare.md").write_text(markdown, encoding="utf-8")
-    (out_dir / "compare.html").write_text(html_report(rows, totals, title, extra), encoding="utf-8")
-    _print_tables(rows, record, forgetting)
-    return record
-
-
-def _html_escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
+    return [reply.text for reply in answer_replies(model, tokenizer, questions, max_new_tokens, label)]
 
 
 @dataclass
@@ -187,13 +112,13 @@ class Forgetting:
 def check_forgetting(
     model_before: list[str], model_after: list[str], questions: list[Question], threshold: float
 ) -> Forgetting:
-    """Accuracy (answer contains an expected fragment) before and after, overall and per category."""
+    """Accuracy (each answer scored as in the comparison) before and after, overall and per category."""
     per: dict[str, list[float]] = {}
     hits = [0, 0]
     for question, before, after in zip(questions, model_before, model_after, strict=True):
         slot = per.setdefault(question.category or question.kind, [0.0, 0.0, 0.0])
         for side, answer in enumerate((before, after)):
-            ok = contains_expected(answer, question.expected)
+            ok = bool(score_answer(question, answer))
             hits[side] += ok
             slot[side] += ok
         slot[2] += 1
@@ -202,43 +127,133 @@ def check_forgetting(
     return Forgetting(hits[0] / count, hits[1] / count, len(questions), threshold, categories)
 
 
-def _clip(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+@dataclass
+class GeneralCheck:
+    """Everything the forgetting check measured: generation accuracy, answers and how many were cut at the
+    length limit, and (when a reference set is given) the likelihood of human-written answers."""
+
+    questions: list[Question]
+    before: list[str]
+    after: list[str]
+    cut_before: int
+    cut_after: int
+    max_new_tokens: int
+    forgetting: Forgetting | None
+    likelihood: LikelihoodCheck | None = None
+
+    def answers(self) -> list[dict[str, Any]]:
+        """One row per item: both answers, whether each was right and whether it is a repetition loop."""
+        return [
+            {
+                "question": q.question,
+                "category": q.category,
+                "before": b,
+                "after": a,
+                "before_correct": bool(score_answer(q, b)),
+                "after_correct": bool(score_answer(q, a)),
+                "before_loop": repetition_loop(b) is not None,
+                "after_loop": repetition_loop(a) is not None,
+            }
+            for q, b, a in zip(self.questions, self.before, self.after, strict=True)
+        ]
+
+    def closing_note(self) -> str | None:
+        """Where a rise in general accuracy comes from (teaching something narrow should not raise it: until shown
+        otherwise it is a measurement effect): the items it flipped, answer length, answers cut at the length
+        limit, and whether the likelihood of human-written answers moved with it. None when accuracy did not rise."""
+        if self.forgetting is None or self.forgetting.drop >= 0:
+            return None
+        rows = self.answers()
+        fixed = sum(r["after_correct"] and not r["before_correct"] for r in rows)
+        broken = sum(r["before_correct"] and not r["after_correct"] for r in rows)
+        parts = [f"general accuracy rose {-self.forgetting.drop:.1f} points ({fixed} items fixed, {broken} broken)"]
+        length = [sum(len(a) for a in answers) / max(len(answers), 1) for answers in (self.before, self.after)]
+        if self.cut_before > self.cut_after:
+            parts.append(
+                f"the tuned model's answers are shorter (on average {length[1]:.0f} characters against "
+                f"{length[0]:.0f}) and fewer were cut at the {self.max_new_tokens}-token limit ({self.cut_after} "
+                f"against {self.cut_before}), so more of them reach the answer before the limit"
+            )
+        if self.likelihood is not None and self.likelihood.rise >= 0:
+            parts.append(
+                f"the loss per token on human-written answers did not fall ({self.likelihood.rise:+.3f}): the tuned "
+                "model does not know more, it answers differently"
+            )
+        elif self.likelihood is not None:
+            parts.append(f"the loss per token on human-written answers fell as well ({self.likelihood.rise:+.3f})")
+        return "; ".join(parts) + "."
+
+    def record(self) -> dict[str, Any]:
+        """What compare.json holds about the general set (besides the `forgetting` accuracy record)."""
+        return {
+            "answers": self.answers(),
+            "cut_at_limit": {
+                "before": self.cut_before,
+                "after": self.cut_after,
+                "max_new_tokens": self.max_new_tokens,
+            },
+            "loops": {
+                "before": sum(repetition_loop(a) is not None for a in self.before),
+                "after": sum(repetition_loop(a) is not None for a in self.after),
+            },
+            "note": self.closing_note(),
+        }
 
 
-def _print_tables(rows: list[dict[str, Any]], record: dict[str, Any], forgetting: Forgetting | None) -> None:
-    from rich.table import Table
+def compare_answers(
+    comparison: Comparison,
+    out_dir: Path,
+    verdicts: list[str] | None = None,
+    forgetting: Forgetting | None = None,
+    title: str = "Before vs after",
+    general: GeneralCheck | None = None,
+) -> dict[str, Any]:
+    """Write eval/compare.json, compare.md and compare.html, print the tables, and return the JSON record.
 
-    from tuneforge.progress import console
+    `general` (the full forgetting check) supersedes `forgetting` (its accuracy part alone).
+    """
+    from tuneforge.eval.report import (
+        html_report,
+        loop_counts,
+        markdown_report,
+        metric_means,
+        outcome_counts,
+        score_rows,
+    )
+    from tuneforge.eval.terminal import print_tables
 
-    table = Table(title="Before vs after (held-out questions)", show_lines=True, expand=True)
-    for name, ratio in (("kind", 1), ("question", 3), ("before", 5), ("after", 5)):
-        table.add_column(name, ratio=ratio, overflow="fold")
-    for row in rows:
-        mark = {True: "✓", False: "✗", None: "·"}
-        table.add_row(
-            row["kind"],
-            row["question"],
-            f"{mark[row['before_correct']]} {_clip(row['before'])}",
-            f"{mark[row['after_correct']]} {_clip(row['after'])}",
-        )
-    console.print(table)
-    summary = Table(title="Summary")
-    for column in ("kind", "before", "after", "win", "tie", "loss"):
-        summary.add_column(column, justify="left" if column == "kind" else "right")
-    totals, outcomes = record["totals"], record["outcomes"]
-    for kind in dict.fromkeys([*totals, *outcomes]):
-        total, o = totals.get(kind), outcomes.get(kind, {"win": 0, "tie": 0, "loss": 0})
-        b = f"{total['before'][0]}/{total['before'][1]}" if total else "n/a"
-        a = f"{total['after'][0]}/{total['after'][1]}" if total else "n/a"
-        summary.add_row(kind, b, a, str(o["win"]), str(o["tie"]), str(o["loss"]))
-    console.print(summary)
-    for kind, total in totals.items():
-        console.print(
-            f"[bold]{kind}[/]: before {total['before'][0]}/{total['before'][1]} correct, "
-            f"after {total['after'][0]}/{total['after'][1]} correct"
-        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    forgetting = general.forgetting if general is not None else forgetting
+    rows = score_rows(comparison, verdicts)
+    totals = comparison.totals()
+    record: dict[str, Any] = {
+        "questions": rows,
+        "totals": totals,
+        "outcomes": outcome_counts(rows),
+        "loops": loop_counts(rows),
+        "metrics": metric_means(rows),
+        "flipped": {f: [r["question"] for r in rows if r["flip"] == f] for f in ("fixed", "broken")},
+        "judge": verdicts is not None,
+    }
+    lines: list[tuple[str, str, bool]] = []
     if forgetting is not None:
-        style = "red" if forgetting.forgot else "green"
-        console.print(f"[{style}]general ability[/]: {forgetting.summary()}")
+        record["forgetting"] = asdict(forgetting)
+        lines.append(("general ability (generation)", forgetting.summary(), forgetting.forgot))
+    if general is not None:
+        record["general"] = general.record()
+        if general.likelihood is not None:
+            record["likelihood"] = general.likelihood.as_dict()
+            lines.append(("general ability (likelihood)", general.likelihood.summary(), general.likelihood.forgot))
+        note = general.closing_note()
+        if note:
+            lines.append(("note", note, False))
+    atomic_write_text(out_dir / "compare.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    markdown = markdown_report(rows, totals, title)
+    if lines:
+        markdown += "\n" + "\n".join(f"**{name[0].upper()}{name[1:]}**: {text}  " for name, text, _ in lines) + "\n"
+    atomic_write_text(out_dir / "compare.md", markdown)
+    atomic_write_text(
+        out_dir / "compare.html", html_report(rows, totals, title, [(name, text) for name, text, _ in lines])
+    )
+    print_tables(rows, record, lines)
+    return record

@@ -3,7 +3,8 @@
 Each question gets, per model: correct (when `expected` fragments are given), and exact match, ROUGE-L and
 BLEU-4 (when a `reference` answer is given); then an outcome for the tuned model — win, tie or loss — from the
 judge's verdict when there is one, else from correctness, else from ROUGE-L. Flips are questions whose correctness
-changed: fixed (wrong before, right after) or broken (right before, wrong after).
+changed: fixed (wrong before, right after) or broken (right before, wrong after). An answer caught in a repetition
+loop is marked ↻ (and scored wrong): the tables count the loops of each model.
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+from tuneforge.eval.degenerate import repetition_loop
 from tuneforge.eval.scores import bleu4, exact_match, rouge_l
 
-__all__ = ["html_report", "markdown_report", "outcome_counts", "score_rows"]
+__all__ = ["answer_mark", "html_report", "loop_counts", "markdown_report", "outcome_counts", "score_rows"]
 
 _MARK = {True: "✓", False: "✗", None: "·"}
+LOOP_MARK = "↻"
+
+
+def answer_mark(row: dict[str, Any], side: str) -> str:
+    """✓ right, ✗ wrong, · not scored, and ↻ after it when the answer is a repetition loop."""
+    return _MARK[row[f"{side}_correct"]] + (LOOP_MARK if row[f"{side}_loop"] else "")
+
+
+def _loop_note(row: dict[str, Any], side: str) -> str:
+    return f" [{row[f'{side}_loop']}]" if row[f"{side}_loop"] else ""
 
 
 def _metrics(answer: str, reference: str | None) -> dict[str, float]:
@@ -35,6 +47,10 @@ def _outcome(row: dict[str, Any], verdict: str | None) -> str:
         return "win" if after else "loss"
     if before is not None:
         return "tie"
+    if row["after_loop"] and not row["before_loop"]:
+        return "loss"
+    if row["before_loop"] and not row["after_loop"]:
+        return "win"
     if row["after_scores"]:
         delta = row["after_scores"]["rouge_l"] - row["before_scores"]["rouge_l"]
         return "win" if delta > 0.01 else "loss" if delta < -0.01 else "tie"
@@ -46,6 +62,7 @@ def score_rows(comparison: Any, verdicts: list[str] | None = None) -> list[dict[
     rows = []
     before_ok, after_ok = comparison.correct(comparison.before), comparison.correct(comparison.after)
     for index, question in enumerate(comparison.questions):
+        loops = [repetition_loop(comparison.before[index]), repetition_loop(comparison.after[index])]
         row = {
             **asdict(question),
             "before": comparison.before[index],
@@ -54,6 +71,8 @@ def score_rows(comparison: Any, verdicts: list[str] | None = None) -> list[dict[
             "after_correct": after_ok[index],
             "before_scores": _metrics(comparison.before[index], question.reference),
             "after_scores": _metrics(comparison.after[index], question.reference),
+            "before_loop": loops[0].describe() if loops[0] else None,
+            "after_loop": loops[1].describe() if loops[1] else None,
         }
         row["outcome"] = _outcome(row, verdicts[index] if verdicts else None)
         flip = None
@@ -71,6 +90,35 @@ def outcome_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         if row["outcome"] != "unscored":
             counts.setdefault(row["kind"], Counter())[row["outcome"]] += 1
     return {kind: {k: c.get(k, 0) for k in ("win", "tie", "loss")} for kind, c in counts.items()}
+
+
+def loop_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{kind: {"before": n, "after": n}}: answers caught in a repetition loop, per kind (every kind listed)."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        slot = counts.setdefault(row["kind"], {"before": 0, "after": 0})
+        for side in ("before", "after"):
+            slot[side] += row[f"{side}_loop"] is not None
+    return counts
+
+
+def _summary_cells(kind: str, totals: dict[str, Any], outcomes: dict[str, Any], loops: dict[str, Any]) -> list[str]:
+    """kind, before, after, win, tie, loss, loops ("before → after") for one row of the summary table."""
+    total = totals.get(kind)
+    b = f"{total['before'][0]}/{total['before'][1]}" if total else "n/a"
+    a = f"{total['after'][0]}/{total['after'][1]}" if total else "n/a"
+    o = outcomes.get(kind, {"win": 0, "tie": 0, "loss": 0})
+    loop = loops.get(kind, {"before": 0, "after": 0})
+    return [kind, b, a, str(o["win"]), str(o["tie"]), str(o["loss"]), f"{loop['before']} → {loop['after']}"]
+
+
+def summary_rows(rows: list[dict[str, Any]], totals: dict[str, Any]) -> list[list[str]]:
+    """The summary table's rows, one per kind (columns: SUMMARY_COLUMNS)."""
+    outcomes, loops = outcome_counts(rows), loop_counts(rows)
+    return [_summary_cells(kind, totals, outcomes, loops) for kind in dict.fromkeys([*totals, *outcomes])]
+
+
+SUMMARY_COLUMNS = ("kind", "before", "after", "win", "tie", "loss", "loops")
 
 
 def metric_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -94,17 +142,11 @@ def markdown_report(rows: list[dict[str, Any]], totals: dict[str, Any], title: s
     """The comparison as Markdown: a row per question, then totals, outcomes and flips."""
     lines = [f"# {title}", "", "| kind | question | before | after | outcome |", "|---|---|---|---|---|"]
     for row in rows:
-        before = _cell(f"{_MARK[row['before_correct']]} {row['before']}")
-        after = _cell(f"{_MARK[row['after_correct']]} {row['after']}")
+        before = _cell(f"{answer_mark(row, 'before')} {row['before']}{_loop_note(row, 'before')}")
+        after = _cell(f"{answer_mark(row, 'after')} {row['after']}{_loop_note(row, 'after')}")
         lines.append(f"| {row['kind']} | {_cell(row['question'])} | {before} | {after} | {row['outcome']} |")
-    lines += ["", "| kind | before | after | win | tie | loss |", "|---|---|---|---|---|---|"]
-    outcomes = outcome_counts(rows)
-    for kind in dict.fromkeys([*totals, *outcomes]):
-        total = totals.get(kind)
-        b = f"{total['before'][0]}/{total['before'][1]}" if total else "n/a"
-        a = f"{total['after'][0]}/{total['after'][1]}" if total else "n/a"
-        o = outcomes.get(kind, {"win": 0, "tie": 0, "loss": 0})
-        lines.append(f"| {kind} | {b} | {a} | {o['win']} | {o['tie']} | {o['loss']} |")
+    lines += ["", "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in summary_rows(rows, totals)]
     for flip in ("fixed", "broken"):
         flipped = [row["question"] for row in rows if row["flip"] == flip]
         if flipped:
@@ -121,6 +163,7 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collaps
 td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}th{background:#f3f3f3}
 .win{background:#e6f6e6}.loss{background:#fbe4e4}.tie{background:#fafafa}.ok{color:#1a7f37}.bad{color:#c62828}
 .num{text-align:right;font-variant-numeric:tabular-nums}pre{white-space:pre-wrap;margin:0;font-family:inherit}
+.loop{color:#c62828;font-weight:bold}
 """
 
 
@@ -130,22 +173,24 @@ def _answer_cell(row: dict[str, Any], side: str) -> str:
     scores = row[f"{side}_scores"]
     extra = " ".join(f"{k} {v:.2f}" for k, v in scores.items())
     note = f"<br><small>{html.escape(extra)}</small>" if extra else ""
-    return f'<td><span class="{css}">{_MARK[ok]}</span> <pre>{html.escape(row[side])}</pre>{note}</td>'
+    if row[f"{side}_loop"]:
+        note += f'<br><small class="loop">{LOOP_MARK} {html.escape(row[f"{side}_loop"])}</small>'
+    mark = html.escape(answer_mark(row, side))
+    return f'<td><span class="{css}">{mark}</span> <pre>{html.escape(row[side])}</pre>{note}</td>'
 
 
-def html_report(rows: list[dict[str, Any]], totals: dict[str, Any], title: str, extra: str = "") -> str:
-    """A self-contained HTML page: totals, win/tie/loss, flips, and every question side by side."""
+def html_report(
+    rows: list[dict[str, Any]], totals: dict[str, Any], title: str, notes: list[tuple[str, str]] | None = None
+) -> str:
+    """A self-contained HTML page: totals, win/tie/loss, loops, flips, and every question side by side; `notes`
+    ((name, text) lines such as the forgetting checks) go above the tables."""
     e = html.escape
-    outcomes = outcome_counts(rows)
-    head = "<tr><th>kind</th><th>before</th><th>after</th><th>win</th><th>tie</th><th>loss</th></tr>"
+    head = "<tr>" + "".join(f"<th>{name}</th>" for name in SUMMARY_COLUMNS) + "</tr>"
     body = []
-    for kind in dict.fromkeys([*totals, *outcomes]):
-        total = totals.get(kind)
-        b = f"{total['before'][0]}/{total['before'][1]}" if total else "n/a"
-        a = f"{total['after'][0]}/{total['after'][1]}" if total else "n/a"
-        o = outcomes.get(kind, {"win": 0, "tie": 0, "loss": 0})
-        cells = "".join(f'<td class="num">{v}</td>' for v in (b, a, o["win"], o["tie"], o["loss"]))
+    for kind, *values in summary_rows(rows, totals):
+        cells = "".join(f'<td class="num">{e(v)}</td>' for v in values)
         body.append(f"<tr><td>{e(kind)}</td>{cells}</tr>")
+    extra = "".join(f"<p><b>{e(name)}</b>: {e(text)}</p>" for name, text in notes or [])
     flips = []
     for flip, meaning in (("fixed", "wrong before, right after"), ("broken", "right before, wrong after")):
         items = "".join(f"<li>{e(r['question'])}</li>" for r in rows if r["flip"] == flip)

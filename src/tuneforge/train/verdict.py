@@ -9,7 +9,9 @@ In order of precedence:
 - underfitting: the training (or validation) loss was still falling clearly at the end, validation at its best;
 - converged: none of the above (the curves levelled off, or validation stopped improving).
 
-Runs with fewer than `MIN_POINTS` training losses are "inconclusive".
+Runs with fewer than `MIN_POINTS` training losses are "inconclusive"; so are runs with fewer than `MIN_STEPS` that
+neither diverged nor overfit (evidence from `MIN_EVALS` or more evaluations): a short stretch of a curve cannot
+tell a levelled-off loss from noise.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["MIN_POINTS", "Verdict", "diagnose"]
+__all__ = ["MIN_EVALS", "MIN_POINTS", "MIN_STEPS", "Verdict", "diagnose"]
 
-MIN_POINTS = 4
+MIN_POINTS = 4  # divergence shows in a few points
+MIN_STEPS = 20  # levelled off or still falling: judged on the last fifth of the curve, so at least 4 points there
+MIN_EVALS = 3  # overfitting: a best validation loss and a rise after it
 RISE = 0.05  # a validation rise of 5% above its best counts as real
 STILL_FALLING = 0.05  # a fall of 5% over the last fifth of the run counts as still learning
 _Series = list[tuple[int, float]]
@@ -104,7 +108,7 @@ def _val_turned(val: _Series) -> bool:
 
 
 def _overfitting(train: _Series, val: _Series) -> Verdict | None:
-    if len(val) < 3 or not _val_turned(val):
+    if len(val) < MIN_EVALS or not _val_turned(val):
         return None
     best_step, best = min(val, key=lambda p: p[1])
     end_step, end = val[-1]
@@ -182,4 +186,14 @@ def diagnose(records: list[dict[str, Any]]) -> Verdict:
             f"only {len(train)} training losses logged",
             f"Run at least {MIN_POINTS} optimizer steps (with train.logging_steps=1) to judge the curves",
         )
-    return _divergence(train) or _overfitting(train, val) or _underfitting(train, val) or _converged(train, val)
+    early = _divergence(train) or _overfitting(train, val)
+    if early is None and len(train) < MIN_STEPS:
+        return Verdict(
+            "inconclusive",
+            f"only {len(train)} training losses (steps {train[0][0]}-{train[-1][0]}) and {len(val)} validation "
+            f"evaluations logged: too few to tell a levelled-off or falling loss from noise (a verdict needs "
+            f"{MIN_STEPS} losses, and {MIN_EVALS} evaluations to judge overfitting)",
+            f"Run at least {MIN_STEPS} optimizer steps with train.logging_steps=1 (and train.eval_steps for "
+            f"{MIN_EVALS} or more evaluations) to judge the curves",
+        )
+    return early or _underfitting(train, val) or _converged(train, val)
