@@ -188,7 +188,7 @@ MIXED_KINDS = [
 
 
 def cache_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return sorted(folder.glob("*.samples")) if folder.is_dir() else []
 
 
 def test_second_build_comes_from_the_cache_unchanged(tokenizer, tmp_path):

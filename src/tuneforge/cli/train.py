@@ -80,6 +80,24 @@ def _next_steps(run_dir: Path, adapter: Any, console: Any) -> None:
         )
 
 
+def _print_estimate(config: Any, base_dir: Path, console: Any) -> None:
+    """The estimate's one-line summary (see `tuneforge estimate`); a run never fails because of its estimate."""
+    import logging
+    import os
+
+    from tuneforge.train.estimate import estimate_run
+
+    if os.environ.get("RANK", "0") != "0":  # one line per run, from its main process
+        return
+    try:
+        estimate = estimate_run(config, base_dir, with_data=config.data.cache, probe_runtime=False)
+    except Exception as err:  # noqa: BLE001 - the run itself reports what is wrong with its config
+        logging.getLogger(__name__).debug("estimate failed", exc_info=True)
+        console.print(f"estimate: not available ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+        return
+    console.print(estimate.summary(), highlight=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from tuneforge.cli.options import apply_config_access
     from tuneforge.config.load import load_config
@@ -98,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_remote:
         config.eval.judge_remote = True
     comparison = ComparisonHook(config.eval, config.data.variables, base_dir, args.judge)
+    _print_estimate(config, base_dir, console)
     try:
         outcome = run_training(config, base_dir=base_dir, force=args.force, hooks=(comparison,))
     except TrainingInterrupted as err:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from tuneforge.atomic import atomic_write_text
 from tuneforge.config.schema import DataSection
 from tuneforge.data.catalog import DataSource, resolve_sources
 from tuneforge.data.llamafactory import resolve_catalog
@@ -26,13 +24,14 @@ from tuneforge.data.pipeline import (
     read_sources,
     split_validation,
 )
-from tuneforge.data.quality import DataReport, DuplicateFinder, Problem
+from tuneforge.data.quality import DataReport, DuplicateFinder
 from tuneforge.data.render import MaskOptions, RenderedSample
+from tuneforge.data.sample_cache import CACHE_SUFFIX, load_prepared, save_prepared
 from tuneforge.errors import UserError
 
 __all__ = ["build_dataset", "check_drop_ratio", "cleaning_options", "data_sources", "tokenizer_fingerprint"]
 
-CACHE_VERSION = 2  # 2: rows of a wrong shape are dropped (counted) rather than read loosely
+CACHE_VERSION = 3  # 2: rows of a wrong shape are dropped (counted) rather than read loosely; 3: the .samples file
 _NOT_ERRORS = {"exact duplicate", "near-duplicate", "too short", "over the cutoff length", "left out by the mix"}
 
 
@@ -182,44 +181,11 @@ def build_dataset(
     path = None
     if data.cache and cache_dir is not None:
         key = _cache_key(data, sources, eval_sources, extra, seed=seed, tokenizer=tokenizer_fingerprint(tokenizer))
-        path = cache_dir / f"{key}.json"
-        if path.is_file():
-            return _load(path), True
+        path = cache_dir / f"{key}{CACHE_SUFFIX}"
+        cached = load_prepared(path) if path.is_file() else None
+        if cached is not None:
+            return cached, True
     prepared = _build(data, tokenizer, seed, sources, eval_sources, extra)
     if path is not None:
-        _save(prepared, path)
+        save_prepared(prepared, path)
     return prepared, False
-
-
-def _sample_dict(sample: RenderedSample) -> dict[str, Any]:
-    return asdict(sample)
-
-
-def _sample_from(raw: dict[str, Any]) -> RenderedSample:
-    rejected = raw.pop("rejected", None)
-    sample = RenderedSample(**raw)
-    sample.rejected = _sample_from(rejected) if rejected else None
-    return sample
-
-
-def _save(prepared: PreparedData, path: Path) -> None:
-    report = {f.name: getattr(prepared.report, f.name) for f in fields(DataReport)}
-    report["issues"] = [asdict(p) for p in prepared.report.issues]
-    body = {
-        "train": [_sample_dict(s) for s in prepared.train],
-        "val": [_sample_dict(s) for s in prepared.val],
-        "report": report,
-    }
-    atomic_write_text(path, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-
-
-def _load(path: Path) -> PreparedData:
-    from collections import Counter
-
-    body = json.loads(path.read_text(encoding="utf-8"))
-    raw = body["report"]
-    report = DataReport(**{k: v for k, v in raw.items() if k != "issues"})
-    for name in ("dropped", "flagged", "per_dataset", "read_per_dataset"):
-        setattr(report, name, Counter(raw[name]))
-    report.issues = [Problem(**p) for p in raw["issues"]]
-    return PreparedData([_sample_from(s) for s in body["train"]], [_sample_from(s) for s in body["val"]], report)

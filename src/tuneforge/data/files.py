@@ -17,9 +17,10 @@ from typing import Any
 
 from tuneforge.errors import UserError
 
-__all__ = ["SUPPORTED_SUFFIXES", "RawRow", "read_rows"]
+__all__ = ["SUPPORTED_SUFFIXES", "LineCounter", "RawRow", "read_rows"]
 
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+_SEPARATORS = re.compile(r"[ \t\r\n,]*")
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of bytes that are not UTF-8
 
 
@@ -38,18 +39,41 @@ class RawRow:
         return f"{path}:{self.line}" if self.unit == "line" else f"{path}:{self.unit} {self.line}"
 
 
+class LineCounter:
+    """The line number of positions in `text` asked for in increasing order, counted on from the previous one.
+
+    Each character is scanned once however many positions are asked for (`scanned` counts them), so numbering
+    every row of a file is linear in its size. A position before the previous one restarts from the top.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.scanned = 0
+        self._position = 0
+        self._line = 1
+
+    def line_at(self, position: int) -> int:
+        """The 1-based line holding character `position`."""
+        if position < self._position:
+            self._position, self._line = 0, 1
+        self._line += self.text.count("\n", self._position, position)
+        self.scanned += position - self._position
+        self._position = position
+        return self._line
+
+
 def _json_array_rows(text: str, path: Path) -> Iterator[RawRow]:
     """Yield the elements of a top-level JSON array with the line each starts on."""
     decoder = json.JSONDecoder()
+    lines = LineCounter(text)
     index = text.index("[") + 1
     while True:
-        while index < len(text) and text[index] in " \t\r\n,":
-            index += 1
+        index = _SEPARATORS.match(text, index).end()  # type: ignore[union-attr]  # "*" matches the empty string
         if index >= len(text):
             raise UserError(f"{path}: the JSON array is not closed with ']'")
         if text[index] == "]":
             return
-        line = text.count("\n", 0, index) + 1
+        line = lines.line_at(index)
         try:
             value, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as err:

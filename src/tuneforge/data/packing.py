@@ -12,6 +12,7 @@ tokens of its own sequence, for sdpa and eager attention alike. Passing an atten
 from __future__ import annotations
 
 import bisect
+import heapq
 
 import torch
 
@@ -44,25 +45,39 @@ def collate_packed(samples: list[RenderedSample]) -> dict[str, torch.Tensor]:
 def best_fit_packs(lengths: list[int], capacity: int) -> list[list[int]]:
     """Best-fit-decreasing bin packing: sample indices grouped into packs of at most `capacity` tokens.
 
-    Samples go longest first (ties by index) into the open pack with the least room that still fits them, else
-    into a new pack. Deterministic; every index appears exactly once; a sample longer than `capacity` gets a pack
-    of its own. Packs come in the order they were opened.
+    Samples go longest first (ties by index) into the open pack with the least room that still fits them (the
+    lowest-numbered of those), else into a new pack. Deterministic; every index appears exactly once; a sample longer
+    than `capacity` gets a pack of its own. Packs come in the order they were opened.
+
+    Open packs are grouped by how much room they have left: a sorted list of the distinct rooms (at most `capacity`
+    of them, however many packs are open) and a heap of pack numbers per room, so the work beyond sorting is linear
+    in the number of samples.
     """
     if capacity < 1:
         raise ValueError(f"pack capacity must be positive, got {capacity}")
     packs: list[list[int]] = []
-    rooms: list[tuple[int, int]] = []  # (tokens still free, pack number) of packs with room left, sorted
+    rooms: list[int] = []  # the distinct amounts of free tokens that open packs have, sorted
+    packs_by_room: dict[int, list[int]] = {}  # free tokens -> heap of the numbers of the packs with that much
     for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
         length = lengths[index]
-        slot = bisect.bisect_left(rooms, (length, -1))
+        slot = bisect.bisect_left(rooms, length)
         if slot < len(rooms):
-            room, number = rooms.pop(slot)
+            room = rooms[slot]
+            waiting = packs_by_room[room]
+            number = heapq.heappop(waiting)
+            if not waiting:
+                del packs_by_room[room]
+                rooms.pop(slot)
         else:
             room, number = capacity, len(packs)
             packs.append([])
         packs[number].append(index)
         if room > length:
-            bisect.insort(rooms, (room - length, number))
+            left = room - length
+            if left not in packs_by_room:
+                packs_by_room[left] = []
+                bisect.insort(rooms, left)
+            heapq.heappush(packs_by_room[left], number)
     return packs
 
 

@@ -61,6 +61,11 @@ class AdapterSpec:
             quantization_config); it raises a UserError when this machine cannot run the method.
         save: writes the adapter of a trained model into a folder; None: `model.save_pretrained(folder)`.
         load: puts an adapter saved by `save` onto a freshly loaded base model; None: peft's PeftModel.
+        estimate_apply: puts the adapter on a model built on the meta device (shapes only, no weights, no GPU), for
+            `tuneforge estimate` to count and trace; None: `apply`. For adapters whose `apply` needs real weights
+            or hardware (QLoRA: a 4-bit model on CUDA), the unquantised equivalent.
+        quantized_weight_bits: bits per element of the frozen base model's linear weights when `load_kwargs` loads
+            them quantised (QLoRA: 4-bit NF4 with double-quantised scales); None: the model's dtype.
     """
 
     params: type[AdapterParams]
@@ -75,6 +80,8 @@ class AdapterSpec:
     load_kwargs: Callable[[AdapterParams], dict[str, Any]] | None = None
     save: Callable[[nn.Module, Path], None] | None = None
     load: Callable[[nn.Module, Path], nn.Module] | None = None
+    estimate_apply: Callable[[nn.Module, AdapterParams], nn.Module] | None = None
+    quantized_weight_bits: float | None = None
 
     @property
     def can_disable(self) -> bool:

@@ -18,9 +18,12 @@ from tuneforge.errors import UserError
 from tuneforge.models.adapters.base import AdapterSpec, register_adapter
 from tuneforge.models.adapters.lora import LoraParams, apply_lora, parameter_groups, save_lora
 
-__all__ = ["QLoraParams", "apply_qlora", "quantized_load_kwargs", "require_cuda_bitsandbytes"]
+__all__ = ["NF4_BITS", "QLoraParams", "apply_qlora", "as_lora", "quantized_load_kwargs", "require_cuda_bitsandbytes"]
 
 _COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+# NF4 stores 4 bits per weight plus, per block of 64, an 8-bit scale that is itself quantised in blocks of 256
+# with a float32 scale (double quantisation): 4 + 8 / 64 + 32 / (64 * 256) bits
+NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)
 
 
 class QLoraParams(LoraParams):
@@ -62,6 +65,13 @@ def quantized_load_kwargs(params: AdapterParams) -> dict[str, Any]:
     return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
 
 
+def as_lora(model: nn.Module, params: AdapterParams) -> nn.Module:
+    """The same LoRA adapter on an unquantised model (what `tuneforge estimate` counts on the meta device)."""
+    assert isinstance(params, QLoraParams)
+    fields = set(LoraParams.model_fields) - {"name"}
+    return apply_lora(model, LoraParams(**params.model_dump(include=fields)))
+
+
 def apply_qlora(model: nn.Module, params: AdapterParams) -> nn.Module:
     """Prepare the 4-bit model for training (norms in float32, input gradients), then add LoRA."""
     assert isinstance(params, QLoraParams)
@@ -87,5 +97,7 @@ register_adapter(
         parameter_groups=parameter_groups,
         load_kwargs=quantized_load_kwargs,
         save=save_lora,
+        estimate_apply=as_lora,
+        quantized_weight_bits=NF4_BITS,
     ),
 )
