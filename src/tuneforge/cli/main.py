@@ -9,14 +9,29 @@ import sys
 from collections.abc import Callable, Iterable
 
 from tuneforge import __version__
-from tuneforge.cli import chat, compare, data, env, evaluate, export, models, serve, train, webui
+from tuneforge.cli import (
+    chat,
+    compare,
+    convert_config,
+    data,
+    env,
+    estimate,
+    evaluate,
+    export,
+    models,
+    runs,
+    serve,
+    train,
+    webui,
+)
 from tuneforge.cli.options import add_model_access, apply_command_line_access
 from tuneforge.errors import UserError
 
 __all__ = ["main"]
 
-VERBS = (train, data, compare, evaluate, export, chat, serve, webui, models, env)
-MODEL_VERBS = (train, data, compare, evaluate, export, chat, serve, webui)  # they get --trust-remote-code and --online
+VERBS = (train, estimate, data, compare, evaluate, export, chat, serve, webui, models, runs, convert_config, env)
+# these get --trust-remote-code and --online
+MODEL_VERBS = (train, estimate, data, compare, evaluate, export, chat, serve, webui)
 
 
 def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
