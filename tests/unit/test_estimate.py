@@ -263,3 +263,22 @@ def test_the_traced_loss_is_the_training_loss(tiny_llama_dir):
     samples = [RenderedSample([5, 6, 7, 8], [-100, 6, 7, 8]), RenderedSample([9, 10, 11], [-100, -100, 11])]
     for batch in (collate_packed(samples), collate_padded(samples, 0)):
         assert torch.equal(token_loss_sum(model, batch), causal_lm_loss_sum(model, batch))
+
+
+def test_self_replay_rows_are_counted_at_their_length_limit(tiny_llama_dir, tmp_path):
+    """data.replay adds one row per prompt before the base model has answered: each is priced at the answer
+    length limit, so a run with replay has more steps and tokens than the same run without it."""
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([f"Tell me about topic {i}." for i in range(40)]), encoding="utf-8")
+    path = write_run(tmp_path, tiny_llama_dir, {"name": "lora", "r": 4}, max_steps=0, epochs=1, batch_size=4)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw["data"].update(packing=False, replay={"prompts": str(prompts), "max_new_tokens": 32})
+    raw["data"]["replay"]["limit"] = 24
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    unpacked = {**raw, "data": {k: v for k, v in raw["data"].items() if k != "replay"}}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(unpacked), encoding="utf-8")
+    without = estimate_run(load_config(tmp_path / "plain.yaml"), tmp_path, with_data=True, probe_runtime=False)
+    with_replay = estimate_run(load_config(path), tmp_path, with_data=True, probe_runtime=False)
+    # unpacked, batch 4: 48 rows → 12 steps; 48 + 24 replayed prompts → 18 steps
+    assert (without.steps_per_epoch, with_replay.steps_per_epoch) == (12, 18)
+    assert any("counted at their length limit" in note for note in with_replay.notes)

@@ -18,7 +18,7 @@ from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.quality import DataReport
 from tuneforge.errors import UserError
 
-__all__ = ["replay_conversations", "trim_to_sentence"]
+__all__ = ["load_replay_prompts", "replay_conversations", "trim_to_sentence"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def trim_to_sentence(text: str) -> str:
     return text[: ends[-1]].strip() if ends else ""
 
 
-def _load_prompts(entry: str, limit: int | None, base_dir: Path | None) -> list[str]:
+def load_replay_prompts(entry: str, limit: int | None, base_dir: Path | None) -> list[str]:
+    """The replay prompts of `entry` (a bundled name or a JSON list of strings), the first `limit` of them."""
     path = resolve_file(entry, base_dir)
     prompts = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
@@ -82,7 +83,7 @@ def replay_conversations(
     With `trim` an answer cut at `max_new_tokens` is cut back to its last complete sentence (it is trained on);
     without, it is kept as generated (e.g. to measure what the model does, as EWC's Fisher estimate does).
     """
-    prompts = _load_prompts(prompts_entry, limit, base_dir)
+    prompts = load_replay_prompts(prompts_entry, limit, base_dir)
     key = _fingerprint(model, tokenizer, model_id, prompts, max_new_tokens) + ("" if trim else "-untrimmed")
     cache = cache_dir / f"{key}.jsonl"
     if cache.is_file():

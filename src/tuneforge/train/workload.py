@@ -28,6 +28,7 @@ from tuneforge.train.settings import LoopSettings
 from tuneforge.train.trace import StepTrace, trace_step
 
 __all__ = [
+    "replay_samples_at_limit",
     "ModelCounts",
     "build_model",
     "checkpointing_wanted",
@@ -137,6 +138,26 @@ def synthetic_samples(cutoff_len: int, count: int = 4) -> list[RenderedSample]:
     length = max(2, cutoff_len // count)
     labels = [IGNORE_INDEX] * (length // 2) + [1] * (length - length // 2)
     return [RenderedSample([1] * length, list(labels)) for _ in range(count)]
+
+
+def replay_samples_at_limit(config: RunConfig, tokenizer: Any, base_dir: Path | None) -> list[RenderedSample]:
+    """data.replay's rows before the base model has answered: each prompt with an answer as long as
+    data.replay.max_new_tokens allows (an upper bound: answers are cut back to their last whole sentence)."""
+    from tuneforge.data.render import render_text
+    from tuneforge.train.replay import load_replay_prompts
+
+    replay = config.data.replay
+    if replay is None:
+        return []
+    samples = []
+    for prompt in load_replay_prompts(replay.prompts, replay.limit, base_dir):
+        text = render_text(tokenizer, [{"role": "user", "content": prompt}], generation=True)
+        prompt_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        answer = replay.max_new_tokens + 2  # the end-of-turn marker and the newline after it
+        length = min(prompt_tokens + answer, config.data.cutoff_len)
+        labels = [IGNORE_INDEX] * min(prompt_tokens, length) + [1] * max(length - prompt_tokens, 0)
+        samples.append(RenderedSample([1] * length, labels, dataset="self-replay"))
+    return samples
 
 
 def heaviest_batch(
