@@ -1,5 +1,6 @@
 """Data preparation scales linearly: line numbering, packing and the tokenised cache do work proportional to the
-data, never to its square, and the cache holds one copy of the token data (timings: benchmarks/data_prep.py)."""
+data, never to its square, and the cache holds one copy of the token data (timings:
+`benchmarks/harness.py --job data-prep-50k`)."""
 
 from __future__ import annotations
 

@@ -94,6 +94,7 @@ def _cache_key(
         if source is not None:
             digest.update(hashlib.sha256(source.path.read_bytes()).digest())
             digest.update(repr((source.name, source.dataset, source.formatting, source.columns)).encode())
+            digest.update(repr((source.num_samples, source.notes)).encode())
     digest.update(data.model_dump_json(exclude={"train", "dataset", "dataset_dir", "eval", "cache"}).encode())
     digest.update(repr([c.content_key() for c in extra]).encode())
     digest.update(json.dumps(more, sort_keys=True, default=str).encode())

@@ -23,6 +23,8 @@ class DataSource:
     formatting: str | None = None
     columns: Columns | None = None
     group: str = ""
+    num_samples: int | None = None  # rows to use (a LLaMA-Factory catalog entry's num_samples)
+    notes: tuple[str, ...] = ()  # lines for the data report (e.g. catalog datasets not available offline)
 
     @property
     def dataset(self) -> str:

@@ -13,6 +13,8 @@ from tuneforge.data.catalog import DataSource, resolve_sources
 from tuneforge.data.files import RawRow, read_rows
 from tuneforge.data.formats import FORMATS, detect_format
 from tuneforge.data.formats.base import ParsedRow, check_answer, check_roles, json_type
+from tuneforge.data.formats.llamafactory_v1 import loss_weight_note
+from tuneforge.data.llamafactory import catalog_rows
 from tuneforge.data.messages import Conversation, Message, RowError
 from tuneforge.data.quality import DataReport, DuplicateFinder
 from tuneforge.data.render import MaskOptions, RenderedSample, render_sample
@@ -193,7 +195,8 @@ def _read_reason(source: DataSource) -> str:
 
 
 def _selected_rows(source: DataSource, options: CleaningOptions, report: DataReport) -> list[RawRow]:
-    rows = list(read_rows(source.path))
+    rows, note = catalog_rows(list(read_rows(source.path)), source, options.seed)
+    report.notes += [note] if note else []
     limit = options.max_samples
     if limit is None or len(rows) <= limit:
         return rows
@@ -213,6 +216,7 @@ def read_sources(
     finder = finder or DuplicateFinder()
     conversations: list[Conversation] = []
     for source in sources:
+        report.notes += [note for note in source.notes if note not in report.notes]
         for raw in _selected_rows(source, options, report):
             report.total += 1
             report.read_per_dataset[source.dataset] += 1
@@ -224,6 +228,8 @@ def read_sources(
             if _is_duplicate(conversation, finder, options.dedup, report):
                 continue
             conversations.append(conversation)
+    note = loss_weight_note(conversations)
+    report.notes += [note] if note else []
     return conversations
 
 

@@ -74,8 +74,10 @@ def detect_format(row: Any) -> str | None:
     """Guess a row's format from its keys; None when no format fits."""
     if not isinstance(row, dict):
         return None
+    if "chosen_messages" in row or "rejected_messages" in row:
+        return "llamafactory_v1"
     if "messages" in row:
-        return "openai"
+        return "llamafactory_v1" if _typed_messages(row["messages"]) else "openai"
     if "conversations" in row:
         return "sharegpt"
     if "instruction" in row:
@@ -85,6 +87,17 @@ def detect_format(row: Any) -> str | None:
     if "text" in row:
         return "text"
     return None
+
+
+def _typed_messages(messages: Any) -> bool:
+    """LLaMA-Factory v1 messages: a `loss_weight`, or content given as {"type", "value"} parts."""
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and "loss_weight" in message:
+            return True
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(part, dict) and "value" in part for part in content):
+            return True
+    return False
 
 
 def json_type(value: Any) -> str:

@@ -125,11 +125,10 @@ def parse_sharegpt(row: dict[str, Any], columns: Columns = _DEFAULT) -> ParsedRo
     if not isinstance(turns, list):
         raise malformed(f"field {key!r}", "a list of turns", turns)
     roles = _roles(columns)
-    messages: list[Message] = []
+    messages = [_turn(turn, f"{key}[{i}]", columns, roles) for i, turn in enumerate(turns)]
     system = optional_text(row, columns.system)
-    if system and system.strip():
-        messages.append(Message("system", system))
-    messages += [_turn(turn, f"{key}[{i}]", columns, roles) for i, turn in enumerate(turns)]
+    if system and system.strip() and not (messages and messages[0].role == "system"):  # a system turn overrides it
+        messages.insert(0, Message("system", system))
     tools = parse_tools(columns.get(row, "tools"), columns.tools or "tools")
     chosen, rejected = columns.get(row, "chosen"), columns.get(row, "rejected")
     if chosen is not None or rejected is not None:
