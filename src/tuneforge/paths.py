@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_cache_dir", "model_cache_dir", "replay_cache_dir", "tuneforge_home"]
+__all__ = ["data_cache_dir", "hub_cache_dir", "model_cache_dir", "replay_cache_dir", "tuneforge_home"]
 
 
 def tuneforge_home() -> Path:
@@ -21,6 +21,11 @@ def model_cache_dir(cache_name: str) -> Path:
 def data_cache_dir() -> Path:
     """Where tokenised datasets are cached: $TUNEFORGE_HOME/cache/data."""
     return tuneforge_home() / "cache" / "data"
+
+
+def hub_cache_dir() -> Path:
+    """Where models fetched from a hub live: $TUNEFORGE_HOME/cache/hub/<hub>/<owner>--<name>/<revision>."""
+    return tuneforge_home() / "cache" / "hub"
 
 
 def replay_cache_dir() -> Path:

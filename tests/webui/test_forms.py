@@ -74,6 +74,7 @@ def test_widget_kinds_choices_and_defaults_come_from_the_annotations(specs) -> N
         "alpaca",
         "sharegpt",
         "openai",
+        "llamafactory_v1",
         "prompt_completion",
         "text",
     )

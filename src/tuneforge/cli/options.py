@@ -41,7 +41,7 @@ def apply_command_line_access(args: argparse.Namespace) -> None:
 def apply_config_access(config: Any, source: str) -> None:
     """A training config the command line names may allow the hub (model.hub) and remote code for its model."""
     if config.model.hub:
-        allow_hub(f"model.hub in {source}")
+        allow_hub(f"model.hub in {source}", config.model.hub)
     if config.model.trust_remote_code:
         allow_remote_code(f"model.trust_remote_code in {source}")
 

@@ -37,11 +37,18 @@ class ModelSection(Section):
     )
     attn_implementation: Literal["eager", "sdpa"] = Field("sdpa", description="Attention kernel.")
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (off: it is unsafe).")
-    hub: bool = Field(
+    hub: bool | Literal["huggingface", "modelscope"] = Field(
         False,
-        description="Allow downloading name_or_path from the Hugging Face hub (off: only local folders, .gguf files "
-        "and zoo models; a missing local path is an error). HF_HUB_OFFLINE=0 or --online also allows it.",
+        description="Allow downloading name_or_path (an owner/name id) from a model hub into the cache: huggingface "
+        "(or true) or modelscope. Off: only local folders, .gguf files, zoo models and models fetched with "
+        "`tuneforge models pull`; a missing local path is an error. HF_HUB_OFFLINE=0 or --online also allows the "
+        "Hugging Face hub.",
     )
+
+    @field_validator("hub")
+    @classmethod
+    def _hub_name(cls, value: bool | str) -> bool | str:
+        return "huggingface" if value is True else value  # `hub: true` has always meant the Hugging Face hub
 
 
 class ReplaySection(Section):
@@ -50,6 +57,14 @@ class ReplaySection(Section):
     )
     max_new_tokens: int = Field(96, ge=8, le=1024, description="Length limit of each replayed base-model answer.")
     limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
+    temperature: float = Field(
+        1.0,
+        ge=0.0,
+        le=2.0,
+        description="Sampling temperature of the replayed answers. 1 samples the base model's own distribution and "
+        "keeps it; 0 (greedy) replays its single most likely answer, which sharpens the model and makes "
+        "human-written text less likely (measured by eval.general_reference).",
+    )
 
 
 class DataSection(Section):
@@ -65,7 +80,7 @@ class DataSection(Section):
     eval: list[str] = Field(
         default_factory=list, description="Separate validation data (files or names); replaces the val_size split."
     )
-    format: Literal["auto", "alpaca", "sharegpt", "openai", "prompt_completion", "text"] = Field(
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "llamafactory_v1", "prompt_completion", "text"] = Field(
         "auto", description="Row format; auto detects it per row from its keys."
     )
     columns: dict[str, str] | None = Field(

@@ -19,7 +19,7 @@ from tuneforge.access import hub_allowed, remote_code_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.hf import prepare_tokenizer
 from tuneforge.models.rundir import RunLayout, is_run_dir, read_run_record
-from tuneforge.models.sources import is_gguf_file, looks_like_hub_id, unknown_model
+from tuneforge.models.sources import downloaded_hub_folder, is_gguf_file, looks_like_hub_id, unknown_model
 from tuneforge.models.zoo import ZOO, find_packaged_gguf
 from tuneforge.paths import model_cache_dir
 
@@ -94,6 +94,9 @@ def locate_model(name_or_path: str) -> ModelFiles:
     if path.exists():
         raise UserError(f"{name_or_path}: not a model folder (no config.json), .gguf file or tuneforge run directory")
     if looks_like_hub_id(name_or_path):
+        downloaded = downloaded_hub_folder(name_or_path)
+        if downloaded is not None:  # fetched into tuneforge's cache (tuneforge models pull, or an earlier run)
+            return ModelFiles(str(downloaded))
         return ModelFiles(name_or_path)  # read from the hub's local cache, or the hub when downloads are allowed
     raise unknown_model(name_or_path)
 

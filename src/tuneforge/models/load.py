@@ -9,7 +9,7 @@ from tuneforge.access import remote_code_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.hf import LoadedModel, prepare_tokenizer
 from tuneforge.models.rundir import RunLayout, is_run_dir, load_run
-from tuneforge.models.sources import load_pretrained
+from tuneforge.models.sources import downloaded_hub_folder, load_pretrained
 from tuneforge.models.zoo import ZOO, ensure_cached
 
 __all__ = ["LoadedModel", "load_model", "load_tokenizer"]
@@ -47,6 +47,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         folder = run_model
     elif path.is_dir() and (path / "tokenizer_config.json").is_file():
         folder = path
+    elif (hub := downloaded_hub_folder(name_or_path)) is not None:
+        folder = hub  # a model fetched from a hub: its tokenizer without its weights
     else:
         return load_model(name_or_path, trust_remote_code=trust_remote_code).tokenizer
     trust_remote_code = trust_remote_code or remote_code_allowed()

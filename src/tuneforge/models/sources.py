@@ -8,13 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.access import hub_allowed
+from tuneforge.access import chosen_hub, hub_allowed, remote_code_allowed
 from tuneforge.errors import UserError
 from tuneforge.models.hf import LoadedModel, load_folder, load_gguf, resolve_dtype
+from tuneforge.models.hub_download import download_model, find_downloaded
 from tuneforge.models.zoo import ZOO, ensure_cached
 
 __all__ = [
     "PICKLE_SUFFIXES",
+    "downloaded_hub_folder",
     "is_gguf_file",
     "load_pretrained",
     "looks_like_hub_id",
@@ -48,12 +50,20 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
 
 
+def downloaded_hub_folder(name: str) -> Path | None:
+    """The cached download of the hub id `name` (not a local path): the chosen hub's copy when the hub is allowed,
+    any hub's copy offline; None if there is none."""
+    if not looks_like_hub_id(name) or Path(name).expanduser().exists():
+        return None
+    return find_downloaded(name, chosen_hub() if hub_allowed() else None)
+
+
 def unknown_model(name: str) -> UserError:
     """The error for a source that is none of the kinds tuneforge loads (a missing local path, offline)."""
     where = Path(name).expanduser().absolute()
     hub = (
-        f" If you meant the Hugging Face hub id {name!r}, allow downloads with --online (or model.hub: true, or "
-        "HF_HUB_OFFLINE=0)."
+        f" If you meant the hub id {name!r}, run `tuneforge models pull {name}` (or pass --online); add --hub "
+        "modelscope for a ModelScope id, or set model.hub in a training config."
         if looks_like_hub_id(name) and not hub_allowed()
         else ""
     )
@@ -92,7 +102,7 @@ def load_pretrained(
         model, tokenizer = load_folder(str(path), torch_dtype, attn, trust_remote_code, model_kwargs)
     elif path.exists():
         raise UserError(f"{name_or_path}: not a model folder (no config.json), .gguf file or tuneforge run directory")
-    elif looks_like_hub_id(name_or_path) and hub_allowed():
+    elif looks_like_hub_id(name_or_path) and (hub_allowed() or downloaded_hub_folder(name_or_path)):
         model, tokenizer = _load_hub(name_or_path, torch_dtype, attn, trust_remote_code, model_kwargs)
     else:
         raise unknown_model(name_or_path)
@@ -103,11 +113,10 @@ def load_pretrained(
 def _load_hub(
     repo_id: str, dtype: Any, attn: str, trust_remote_code: bool, model_kwargs: dict[str, Any] | None
 ) -> tuple[Any, Any]:
-    """A hub id works as in transformers when a network (or the hub cache) is there."""
-    try:
-        return load_folder(repo_id, dtype, attn, trust_remote_code, model_kwargs)
-    except OSError as err:
-        raise UserError(
-            f"cannot load {repo_id!r} from the Hugging Face hub or its cache ({str(err).splitlines()[0]}). "
-            "Offline, pass a local folder or .gguf file instead."
-        ) from None
+    """A hub id loads from its folder in tuneforge's cache, fetched first when the hub is allowed and it is not
+    there yet (see tuneforge.models.hub_download)."""
+    folder = downloaded_hub_folder(repo_id)
+    if folder is None:
+        folder = download_model(repo_id, chosen_hub(), include_code=trust_remote_code or remote_code_allowed())
+    require_safetensors(folder)
+    return load_folder(str(folder), dtype, attn, trust_remote_code, model_kwargs)
