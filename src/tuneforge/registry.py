@@ -24,9 +24,17 @@ def closest(name: str, choices: list[str]) -> str | None:
 class Registry(Generic[T]):
     """Maps a user-facing name to an object; unknown names fail with a suggestion."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, provider: str | None = None) -> None:
+        """`provider`: the package whose import registers the items (imported the first time the registry is asked
+        while still empty), so a lower layer can look up what a higher one registers without importing it."""
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._provider = provider
+
+    def _load_provider(self) -> None:
+        if not self._items and self._provider is not None:
+            provider, self._provider = self._provider, None
+            importlib.import_module(provider)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that registers the decorated object under `name`."""
@@ -41,6 +49,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the object registered as `name`, or raise a UserError listing the known names."""
+        self._load_provider()
         if name in self._items:
             return self._items[name]
         hint = closest(name, self.names())
@@ -49,9 +58,11 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
+        self._load_provider()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_provider()
         return name in self._items
 
 

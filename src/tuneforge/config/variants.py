@@ -1,8 +1,9 @@
 """Config sections whose fields depend on a name: `adapter:` (per adapter) and `method:` (per training method).
 
 The parameter classes are declared by the adapters and methods themselves, next to their code, and registered
-here when their packages are imported (`import tuneforge.methods` registers every method and every adapter).
-The config layer only looks them up, so it never imports the layers above it.
+here when their packages are imported (`import tuneforge.methods` registers every method and every adapter; the
+registries import it by name the first time they are asked). The config layer only looks them up by name, so it
+never imports the layers above it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from tuneforge.registry import Registry
 
 __all__ = ["ADAPTER_PARAMS", "METHOD_PARAMS", "VARIANT_SECTIONS", "VariantSection"]
 
-ADAPTER_PARAMS: Registry[type[AdapterParams]] = Registry("adapter")
-METHOD_PARAMS: Registry[type[MethodParams]] = Registry("method")
+# the provider registers them when first asked (a plug-in lookup by name, not an import of the layer above)
+ADAPTER_PARAMS: Registry[type[AdapterParams]] = Registry("adapter", provider="tuneforge.methods")
+METHOD_PARAMS: Registry[type[MethodParams]] = Registry("method", provider="tuneforge.methods")
 
 
 @dataclass(frozen=True)
