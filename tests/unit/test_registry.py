@@ -1,5 +1,3 @@
-
-
 def test_a_registry_imports_its_provider_when_first_asked(tmp_path, monkeypatch):
     """A lower layer looks up what a higher one registers: the provider is imported on the first question."""
     (tmp_path / "provider_pkg.py").write_text(
