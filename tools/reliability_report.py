@@ -1,9 +1,10 @@
-"""Run every reliability scenario test and write the results table into the README.
+"""Run every reliability scenario test and write the results table into the READMEs.
 
-Usage: python tools/reliability_report.py [README.md]   (what `make reliability` runs)
+Usage: python tools/reliability_report.py [README.md README_zh.md ...]   (what `make reliability` runs)
 
 Each test marked `@pytest.mark.scenario("<id>")` is run; a scenario passes when all of its tests pass. The table
-between the README's `<!-- reliability:start -->` and `<!-- reliability:end -->` lines is replaced.
+between each README's `<!-- reliability:start -->` and `<!-- reliability:end -->` lines is replaced (the same table
+in every README given; without arguments, README.md and README_zh.md).
 """
 
 from __future__ import annotations
@@ -61,14 +62,15 @@ def write_readme(readme: Path, body: str) -> None:
 
 
 def main() -> int:
-    readme = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "README.md"
+    readmes = [Path(arg) for arg in sys.argv[1:]] or [ROOT / "README.md", ROOT / "README_zh.md"]
     with tempfile.TemporaryDirectory() as folder:
         record = Path(folder) / "scenarios.jsonl"
         code = run_scenarios(record)
         rows = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     body = table(rows)
     print(body)  # noqa: T201
-    write_readme(readme, body)
+    for readme in readmes:
+        write_readme(readme, body)
     return code
 
 
