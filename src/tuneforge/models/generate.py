@@ -1,4 +1,4 @@
-"""Batched greedy generation with the model's chat template (used by replay, comparison and chat)."""
+"""Batched greedy (or sampled) generation with the model's chat template (used by replay, comparison and chat)."""
 
 from __future__ import annotations
 
@@ -76,8 +76,15 @@ def generate_new_tokens(model: Any, input_ids: torch.Tensor, attention_mask: tor
 
 
 @torch.inference_mode()
-def _generate_batch(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int) -> list[Reply]:
+def _generate_batch(
+    model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, temperature: float = 0.0
+) -> list[Reply]:
     stops = stop_token_ids(model, tokenizer)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     tokenizer.padding_side = "left"
     encoded = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
     new_tokens = generate_new_tokens(
@@ -85,8 +92,8 @@ def _generate_batch(model: Any, tokenizer: Any, texts: list[str], max_new_tokens
         encoded["input_ids"],
         encoded["attention_mask"],
         max_new_tokens=max_new_tokens,
-        do_sample=False,
         eos_token_id=stops,
+        **sampling,
         pad_token_id=tokenizer.pad_token_id,
     )
     replies = []
@@ -105,8 +112,14 @@ def generate_replies(
     max_new_tokens: int,
     batch_size: int = 8,
     description: str | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> list[Reply]:
-    """Greedy answers to each conversation (list of role/content dicts), in input order, with a progress bar."""
+    """Answers to each conversation (list of role/content dicts), in input order, with a progress bar.
+
+    Greedy by default; with a `temperature` above 0 each answer is sampled from the model's distribution at that
+    temperature (no top-k or top-p cut), reproducibly from `seed` without touching the global random state.
+    """
     texts = [render_text(tokenizer, c, generation=True) for c in conversations]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     replies: list[Reply | None] = [None] * len(texts)
@@ -115,9 +128,11 @@ def generate_replies(
     with progress_bar(description or "generating", total=len(texts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for index, reply in zip(
-                chunk, _generate_batch(model, tokenizer, [texts[i] for i in chunk], max_new_tokens), strict=True
-            ):
+            batch = [texts[i] for i in chunk]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + start)
+                generated = _generate_batch(model, tokenizer, batch, max_new_tokens, temperature)
+            for index, reply in zip(chunk, generated, strict=True):
                 replies[index] = reply
             advance(len(chunk))
     model.train(was_training)

@@ -40,16 +40,21 @@ def load_replay_prompts(entry: str, limit: int | None, base_dir: Path | None) ->
     return prompts[:limit] if limit else prompts
 
 
-def _fingerprint(model: Any, tokenizer: Any, model_id: str, prompts: list[str], max_new_tokens: int) -> str:
+def _fingerprint(
+    model: Any, tokenizer: Any, model_id: str, prompts: list[str], max_new_tokens: int, temperature: float
+) -> str:
     weights = model.get_input_embeddings().weight[:16].detach().float().cpu().numpy().tobytes()
     digest = hashlib.sha256()
-    for part in (model_id, tokenizer.chat_template or "", json.dumps(prompts), str(max_new_tokens)):
+    sampled = [f"temperature={temperature:g}"] if temperature > 0 else []  # greedy answers keep their old key
+    for part in (model_id, tokenizer.chat_template or "", json.dumps(prompts), str(max_new_tokens), *sampled):
         digest.update(part.encode("utf-8"))
     digest.update(weights)
     return digest.hexdigest()[:16]
 
 
-def _generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, trim: bool) -> list[dict[str, Any]]:
+def _generate(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, trim: bool, temperature: float
+) -> list[dict[str, Any]]:
     from tuneforge.models.generate import generate_replies
 
     replies = generate_replies(
@@ -58,6 +63,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: in
         [[{"role": "user", "content": p}] for p in prompts],
         max_new_tokens,
         description="self-replay answers (once)",
+        temperature=temperature,
     )
     rows = []
     for prompt, reply in zip(prompts, replies, strict=True):
@@ -77,20 +83,27 @@ def replay_conversations(
     cache_dir: Path,
     base_dir: Path | None = None,
     trim: bool = True,
+    temperature: float = 0.0,
 ) -> list[Conversation]:
     """The base model's answers to the replay prompts as conversations (empty answers counted as dropped).
+
+    Greedy answers (`temperature` 0) are the model's most likely answers; sampled ones (temperature 1) follow its
+    whole distribution. Training on greedy answers sharpens the model towards them, which makes other good text
+    (human-written answers) less likely; training on samples keeps the distribution where it was.
 
     With `trim` an answer cut at `max_new_tokens` is cut back to its last complete sentence (it is trained on);
     without, it is kept as generated (e.g. to measure what the model does, as EWC's Fisher estimate does).
     """
     prompts = load_replay_prompts(prompts_entry, limit, base_dir)
-    key = _fingerprint(model, tokenizer, model_id, prompts, max_new_tokens) + ("" if trim else "-untrimmed")
+    key = _fingerprint(model, tokenizer, model_id, prompts, max_new_tokens, temperature) + (
+        "" if trim else "-untrimmed"
+    )
     cache = cache_dir / f"{key}.jsonl"
     if cache.is_file():
         rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").split("\n") if line.strip()]
         log.info("self-replay: reusing %d cached answers from %s", len(rows), cache)
     else:
-        rows = _generate(model, tokenizer, prompts, max_new_tokens, trim)
+        rows = _generate(model, tokenizer, prompts, max_new_tokens, trim, temperature)
         atomic_write_text(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     conversations = []
     for line, row in enumerate(rows, start=1):
