@@ -317,7 +317,15 @@ def test_builtin_registries_list_their_names():
     from tuneforge.models.adapters import ADAPTERS
 
     assert ADAPTERS.names() == ["adapter", "freeze", "full", "ia3", "lora", "prefix", "prompt", "ptuning", "qlora"]
-    assert FORMATS.names() == ["alpaca", "llamafactory_v1", "openai", "prompt_completion", "sharegpt", "text"]
+    assert FORMATS.names() == [
+        "alpaca",
+        "classification",
+        "llamafactory_v1",
+        "openai",
+        "prompt_completion",
+        "sharegpt",
+        "text",
+    ]
     assert "sft" in METHODS.names()
     with pytest.raises(UserError, match="Did you mean 'sharegpt'"):
         FORMATS.get("sharegtp")

@@ -73,6 +73,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """Config, its folder, tokenizer and prepared data; the drop-ratio stop becomes a warning here."""
     from tuneforge.data.build import build_dataset
     from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.methods import METHODS
     from tuneforge.models.load import load_tokenizer
     from tuneforge.paths import data_cache_dir
     from tuneforge.progress import console
@@ -81,7 +82,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     console.print(f"tokenizer and chat template of {config.model.name_or_path}")
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     ensure_chat_template(tokenizer, config.data.template)
-    data = config.data.model_copy(update={"max_drop_ratio": 1.0})
+    data = METHODS.get(config.method.name).data_section(config.data)  # e.g. classify: rows of a text and a label
+    data = data.model_copy(update={"max_drop_ratio": 1.0})
     prepared, _ = build_dataset(data, tokenizer, config.train.seed, base_dir, cache_dir=data_cache_dir())
     _warn_drop_ratio(prepared.report, config.data.max_drop_ratio)
     return config, base_dir, tokenizer, prepared

@@ -80,13 +80,18 @@ class DataSection(Section):
     eval: list[str] = Field(
         default_factory=list, description="Separate validation data (files or names); replaces the val_size split."
     )
-    format: Literal["auto", "alpaca", "sharegpt", "openai", "llamafactory_v1", "prompt_completion", "text"] = Field(
-        "auto", description="Row format; auto detects it per row from its keys."
+    format: Literal[
+        "auto", "alpaca", "sharegpt", "openai", "llamafactory_v1", "prompt_completion", "text", "classification"
+    ] = Field(
+        "auto",
+        description="Row format; auto detects it per row from its keys (with method classify: classification, "
+        "rows of a text and its label).",
     )
     columns: dict[str, str] | None = Field(
         None,
         description="Rename fields of data.train files, LLaMA-Factory style: prompt, query, response, history, "
-        "messages, system, tools, chosen, rejected, kto_tag (e.g. {prompt: question, response: answer}).",
+        "messages, system, tools, chosen, rejected, kto_tag (e.g. {prompt: question, response: answer}); for "
+        "classification rows: text, label (e.g. {text: review, label: sentiment}).",
     )
     tags: dict[str, str] | None = Field(
         None,

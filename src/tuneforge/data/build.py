@@ -61,10 +61,17 @@ def _with_columns(source: DataSource, data: DataSection) -> DataSource:
     from tuneforge.data.llamafactory import catalog_columns
 
     formatting = data.format
+    if formatting == "classification" and not data.tags:
+        from tuneforge.data.formats.classification import classification_columns
+
+        return replace(source, formatting=formatting, columns=classification_columns(data.columns))
     if formatting == "auto":
         formatting = "sharegpt" if data.tags or "messages" in (data.columns or {}) else "alpaca"
     if formatting not in ("alpaca", "sharegpt"):
-        raise UserError(f"data.columns and data.tags apply to the alpaca and sharegpt formats, not {formatting!r}")
+        raise UserError(
+            f"data.columns and data.tags apply to the alpaca and sharegpt formats (data.columns also to "
+            f"classification), not {formatting!r}"
+        )
     entry = {"formatting": formatting, "columns": data.columns, "tags": data.tags, "ranking": False}
     if data.columns and "chosen" in data.columns:
         entry["ranking"] = True

@@ -2,7 +2,8 @@
 
 Every format becomes a `Conversation`. Besides plain chat data it carries the other sample kinds:
 preference pairs (`chosen` / `rejected` answers to the conversation so far), KTO rows (`label` marks the final
-answer desirable or not) and raw text for continued pretraining (`text`, no messages).
+answer desirable or not), raw text for continued pretraining (`text`, no messages) and labelled texts for
+sequence classification (`text` and its class in `category`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ __all__ = ["ROLES", "Conversation", "Message", "RowError", "SampleKind"]
 
 ROLES = ("system", "user", "assistant", "tool")
 
-SampleKind = Literal["chat", "preference", "kto", "text"]
+SampleKind = Literal["chat", "preference", "kto", "text", "classify"]
 
 
 @dataclass
@@ -49,11 +50,15 @@ class Conversation:
     rejected: Message | None = None
     label: bool | None = None
     text: str | None = None
+    category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> SampleKind:
-        """chat, preference (chosen/rejected), kto (labelled) or text (raw, for continued pretraining)."""
+        """chat, preference (chosen/rejected), kto (labelled), text (raw, for continued pretraining) or classify
+        (a text and its class)."""
+        if self.category is not None:
+            return "classify"
         if self.text is not None:
             return "text"
         if self.chosen is not None:
@@ -74,6 +79,8 @@ class Conversation:
                 parts.append(f"{message.role}\x1f{message.content}\x1f{message.tool_calls or ''}")
         if self.label is not None:
             parts.append(str(self.label))
+        if self.category is not None:
+            parts.append(f"class\x1f{self.category}")
         return "\x1e".join(parts)
 
 

@@ -138,7 +138,7 @@ def _row_format(raw: RawRow, source: DataSource, fmt: str) -> str:
 
 
 def _validate(conversation: Conversation) -> None:
-    if conversation.kind == "text":
+    if conversation.kind in ("text", "classify"):
         if not (conversation.text or "").strip():
             raise RowError("empty text", "the text is empty")
         return
@@ -179,6 +179,7 @@ def parse_row(raw: RawRow, source: DataSource, options: CleaningOptions) -> Conv
         rejected=parsed.rejected,
         label=parsed.label,
         text=parsed.text,
+        category=parsed.category,
     )
     if not options.keep_thinking:
         conversation.messages = [strip_thinking(m) for m in conversation.messages]  # type: ignore[misc]

@@ -20,6 +20,7 @@ __all__ = [
     "RenderedSample",
     "assistant_spans",
     "conversation_text",
+    "render_classification",
     "render_conversation",
     "render_sample",
     "render_text",
@@ -43,7 +44,8 @@ class MaskOptions:
 class RenderedSample:
     """Token ids and labels (IGNORE_INDEX where no loss is taken) of one sample.
 
-    A preference sample holds the chosen answer and, in `rejected`, the rejected one; a KTO sample its `label`.
+    A preference sample holds the chosen answer and, in `rejected`, the rejected one; a KTO sample its `label`; a
+    classification sample its class in `category` (the method puts the class id into the last label).
     `reference_logp`, when a method precomputed it, is the summed log-probability of the supervised tokens under
     the frozen reference model.
     """
@@ -57,6 +59,7 @@ class RenderedSample:
     label: bool | None = None
     rejected: RenderedSample | None = None
     reference_logp: float | None = None
+    category: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -214,6 +217,25 @@ def render_raw_text(tokenizer: Any, conversation: Conversation, cutoff_len: int)
     )
 
 
+def render_classification(tokenizer: Any, conversation: Conversation, cutoff_len: int) -> RenderedSample:
+    """A text to classify, tokenised as a text-classification pipeline does (the tokenizer's own special tokens,
+    no chat template), its class in `category`; no token carries a language-model loss."""
+    text = conversation.text or ""
+    if not text.strip():
+        raise RowError("empty text", "the text is empty")
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    input_ids, _, truncated = _cut(ids, ids, cutoff_len)
+    return RenderedSample(
+        input_ids,
+        [IGNORE_INDEX] * len(input_ids),
+        source=conversation.source,
+        truncated=truncated,
+        dataset=conversation.dataset,
+        kind="classify",
+        category=conversation.category,
+    )
+
+
 def _with_answer(conversation: Conversation, answer: Message) -> Conversation:
     return replace(conversation, messages=[*conversation.messages, answer], chosen=None, rejected=None)
 
@@ -239,7 +261,9 @@ def render_preference(
 def render_sample(
     tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
 ) -> RenderedSample:
-    """Render any sample kind: chat and KTO conversations, preference pairs, raw text."""
+    """Render any sample kind: chat and KTO conversations, preference pairs, raw text, labelled texts."""
+    if conversation.kind == "classify":
+        return render_classification(tokenizer, conversation, cutoff_len)
     if conversation.kind == "text":
         return render_raw_text(tokenizer, conversation, cutoff_len)
     if conversation.kind == "preference":

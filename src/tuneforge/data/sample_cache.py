@@ -63,6 +63,7 @@ def _sample_meta(sample: RenderedSample) -> dict[str, Any]:
         "kind": sample.kind,
         "label": sample.label,
         "reference_logp": sample.reference_logp,
+        "category": sample.category,
     }
     meta["runs" if runs is not None else "labels"] = runs if runs is not None else len(sample.labels)
     meta["rejected"] = _sample_meta(sample.rejected) if sample.rejected is not None else None
@@ -127,6 +128,7 @@ def _read_sample(handle: BinaryIO, meta: dict[str, Any]) -> RenderedSample:
         label=meta["label"],
         rejected=rejected,
         reference_logp=meta["reference_logp"],
+        category=meta.get("category"),
     )
 
 

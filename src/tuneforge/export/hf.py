@@ -19,6 +19,7 @@ from tuneforge.config.load import load_saved_config
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import UserError
 from tuneforge.export.base import EXPORTERS, Exporter, ExportOptions
+from tuneforge.methods import METHODS
 from tuneforge.models.adapters import ADAPTERS, AdapterSpec, adapter_of
 from tuneforge.models.load import load_model
 from tuneforge.models.rundir import RunLayout, is_run_dir, read_status
@@ -135,6 +136,9 @@ def write_merged_folder(source: str, folder: Path, options: ExportOptions) -> No
     """Merged Hugging Face folder in `folder`: weights, tokenizer, reproducibility record and model card."""
     model, tokenizer, config = merged_model(source)
     write_hf_folder(model, tokenizer, folder, options.dtype, options.shard_size)
+    method = METHODS.get(config.method.name) if config is not None else None
+    if method is not None and method.export is not None:  # e.g. a classification head and its class names
+        method.export(RunLayout(Path(source)).model, folder)
     record = reproducibility_record(source, config)
     (folder / "reproducibility.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     (folder / "README.md").write_text(_card(record, options.name), encoding="utf-8")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 
-from tuneforge.config.schema import MethodParams
+from tuneforge.config.schema import DataSection, MethodParams
 from tuneforge.config.variants import METHOD_PARAMS
 from tuneforge.data.render import RenderedSample
 from tuneforge.errors import UserError
@@ -23,6 +23,7 @@ from tuneforge.registry import Registry
 
 if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
+    from tuneforge.data.quality import DataReport
 
 __all__ = [
     "METHODS",
@@ -43,6 +44,7 @@ SAMPLE_KINDS: dict[str, str] = {
     "text": "raw text",
     "preference": "preference pairs (chosen/rejected)",
     "kto": "KTO-labelled conversations",
+    "classify": "labelled texts (a text and its class)",
 }
 ExtraModel = Literal["reference", "reward", "teacher"]
 
@@ -97,6 +99,15 @@ class Method:
             saved. None: nothing.
         prepare_data: (train and validation samples, the base model before any adapter, params) → None; work done
             once on the data with the untrained model (e.g. precomputed reference log-probabilities). None: none.
+        data_format: the row format its data is read as when data.format is auto (e.g. classification rows).
+            None: each row's format is detected from its keys.
+        select_data: (config, train samples, validation samples, data report) → (train, validation): keeps the
+            samples it can learn from and drops the others into the report with their location (e.g. a class not
+            in method.labels); may complete its params from the data. Runs before `prepare`. None: keeps them all.
+        final_eval: (trained model, validation samples, params, the run's eval folder) → lines to print: its own
+            evaluation at the end of the run, written under eval/. None: none.
+        export: (the run's model folder, a merged Hugging Face folder exported from it) → None; carries what
+            `save` wrote into the export (e.g. a classification head and its labels). None: nothing.
     """
 
     params: type[MethodParams]
@@ -111,11 +122,27 @@ class Method:
     prepare: Callable[[Any, MethodParams], None] | None = None
     save: Callable[[Any, Path], None] | None = None
     prepare_data: Callable[[list[RenderedSample], Any, MethodParams], None] | None = None
+    data_format: str | None = None
+    select_data: (
+        Callable[
+            [RunConfig, list[RenderedSample], list[RenderedSample], DataReport],
+            tuple[list[RenderedSample], list[RenderedSample]],
+        ]
+        | None
+    ) = None
+    final_eval: Callable[[Any, list[RenderedSample], MethodParams, Path], list[str]] | None = None
+    export: Callable[[Path, Path], None] | None = None
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse impossible settings before anything loads."""
         if self.check is not None:
             self.check(config)
+
+    def data_section(self, data: DataSection) -> DataSection:
+        """`data` as this method reads it: data.format auto means its own row format, when it declares one."""
+        if self.data_format is None or data.format != "auto":
+            return data
+        return data.model_copy(update={"format": self.data_format})
 
     def check_data(self, name: str, kinds: set[str]) -> None:
         """Refuse sample kinds this method cannot learn from, naming what it needs."""

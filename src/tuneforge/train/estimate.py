@@ -23,6 +23,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.build import build_dataset
 from tuneforge.data.render import RenderedSample
 from tuneforge.data.templates import ensure_chat_template
+from tuneforge.methods import METHODS
 from tuneforge.models.adapters import ADAPTERS
 from tuneforge.models.architecture import locate_model
 from tuneforge.paths import data_cache_dir
@@ -210,7 +211,7 @@ def _training_device(config: RunConfig) -> torch.device:
 
 
 def _prepared_samples(config: RunConfig, tokenizer: Any, base_dir: Path | None) -> tuple[list, list]:
-    data = config.data
+    data = METHODS.get(config.method.name).data_section(config.data)
     ensure_chat_template(tokenizer, data.template)
     prepared, _ = build_dataset(data, tokenizer, config.train.seed, base_dir, cache_dir=data_cache_dir())
     return prepared.train + replay_samples_at_limit(config, tokenizer, base_dir), prepared.val

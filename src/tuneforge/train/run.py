@@ -93,12 +93,16 @@ def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | 
             replay_report,
             replay_cache_dir(),
             base_dir,
+            temperature=d.replay.temperature,
         )
+    d = method.data_section(d)  # e.g. classify reads rows of a text and its label
     prepared, cached = build_dataset(d, loaded.tokenizer, config.train.seed, base_dir, extra, data_cache_dir())
     report = prepared.report
     if d.replay is not None:
         report.merge_drops(replay_report)
     method.check_data(config.method.name, {s.kind for s in prepared.train})
+    if method.select_data is not None:
+        prepared.train, prepared.val = method.select_data(config, prepared.train, prepared.val, report)
     reused = " (tokenised data reused from the cache)" if cached else ""
     console.print(f"data: {report.summary()}; {len(prepared.train)} train / {len(prepared.val)} validation{reused}")
     for note in report.notes:
@@ -288,6 +292,9 @@ def _run_training(
         save_model(model, loaded.tokenizer, layout.model)
         if method.save is not None:
             method.save(model, layout.model)
+        if method.final_eval is not None:
+            for line in method.final_eval(model, val, config.method, layout.eval):
+                console.print(line, markup=False, highlight=False)
         reports = [r for hook in hooks if (r := hook.after_training(model, loaded.tokenizer, layout)) is not None]
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"

@@ -32,7 +32,8 @@ class Columns:
     """Which field of a row holds what (LLaMA-Factory's `columns` and `tags`); None means the row has no such field.
 
     Alpaca layout: prompt, query, response, history, system, tools; ShareGPT/OpenAI layout: messages, system, tools
-    with role/content tags; preference data: chosen, rejected; KTO: kto_tag; raw text: text.
+    with role/content tags; preference data: chosen, rejected; KTO: kto_tag; raw text: text; classification rows:
+    text and label (a class name or integer id).
     """
 
     prompt: str | None = "instruction"
@@ -46,6 +47,7 @@ class Columns:
     rejected: str | None = "rejected"
     kto_tag: str | None = "label"
     text: str | None = "text"
+    label: str | None = "label"
     tags: dict[str, str] = field(default_factory=dict)
 
     def get(self, row: dict[str, Any], key: str) -> Any:
@@ -63,6 +65,7 @@ class ParsedRow(NamedTuple):
     rejected: Message | None = None
     label: bool | None = None
     text: str | None = None
+    category: str | None = None
 
 
 RowParser = Callable[[dict[str, Any], Columns], ParsedRow]

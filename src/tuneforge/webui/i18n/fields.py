@@ -65,11 +65,15 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     ),
     "data.dataset_dir": ("数据集目录", "包含 dataset_info.json 及其数据文件的文件夹。"),
     "data.eval": ("验证数据", "单独的验证数据（文件或名称）；设置后不再按 val_size 划分。"),
-    "data.format": ("数据格式", "每行数据的格式；auto 根据每行的字段自动识别。"),
+    "data.format": (
+        "数据格式",
+        "每行数据的格式；auto 根据每行的字段自动识别（classify 方法下为 classification：文本及其标签）。",
+    ),
     "data.columns": (
         "列映射",
         "按 LLaMA-Factory 的方式重命名 data.train 文件的字段：prompt、query、response、history、messages、system、"
-        "tools、chosen、rejected、kto_tag（如 {prompt: question, response: answer}）。",
+        "tools、chosen、rejected、kto_tag（如 {prompt: question, response: answer}）；分类数据：text、label"
+        "（如 {text: review, label: sentiment}）。",
     ),
     "data.tags": (
         "ShareGPT 标签",
@@ -284,5 +288,10 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "method.reward.center_rewards_coefficient": (
         "奖励居中系数",
         "(score_chosen + score_rejected)² 的权重，使分数以 0 为中心。",
+    ),
+    "method.classify.labels": (
+        "类别名称",
+        "按 id 顺序排列的类别名称（每行的标签是名称或指向此列表的整数 id）；"
+        "null：取训练数据中出现的标签，排序后随模型保存。",
     ),
 }

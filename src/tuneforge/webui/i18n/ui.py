@@ -22,10 +22,12 @@ UI: dict[str, tuple[str, str]] = {
     "method.ppo": ("PPO reinforcement learning", "PPO 强化学习"),
     "method.grpo": ("GRPO reinforcement learning with rule rewards", "基于规则奖励的 GRPO 强化学习"),
     "method.distill": ("distillation from a teacher model", "从教师模型蒸馏"),
+    "method.classify": ("sequence classification (a class per text)", "序列分类（为每段文本给出类别）"),
     "kind.chat": ("conversations", "对话"),
     "kind.text": ("raw text", "纯文本"),
     "kind.preference": ("preference pairs (chosen/rejected)", "偏好对（chosen/rejected）"),
     "kind.kto": ("KTO-labelled conversations", "带 KTO 标签的对话"),
+    "kind.classify": ("labelled texts (a text and its class)", "带标签的文本（文本及其类别）"),
     # adapters (registry names)
     "adapter.lora": ("LoRA, DoRA, rsLoRA, PiSSA, LoRA+", "LoRA、DoRA、rsLoRA、PiSSA、LoRA+"),
     "adapter.qlora": ("QLoRA: LoRA on a 4-bit model (CUDA)", "QLoRA：4 位量化模型上的 LoRA（需 CUDA）"),
