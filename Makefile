@@ -12,7 +12,7 @@ WHEELS ?= $(HOME)/.cache/tuneforge/wheels
 LLAMA_STAMP := $(VENV)/.tuneforge-llamacpp-$(LLAMA_CPP_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint env clean reliability system-tools
+.PHONY: demo test lint env clean reliability system-tools bench bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,16 @@ demo: $(STAMP)
 test: $(STAMP) $(LLAMA_STAMP) system-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/harness.py --job $(or $(JOB),all) && $(BIN)/python benchmarks/readme_table.py README.md README_zh.md
+
 reliability: $(STAMP)
-	$(BIN)/python tools/reliability_report.py README.md
+	$(BIN)/python tools/reliability_report.py README.md README_zh.md
+
+# dist/tuneforge-bundle: every wheel for this Python and platform (CPU torch, the serve and webui extras, the default
+# model's), an install.sh that installs offline (pip --no-index) into a new venv, and a MANIFEST of sha256 sums.
+bundle: $(STAMP)
+	$(BIN)/python tools/bundle.py --torch "$(TORCH)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools
