@@ -239,7 +239,7 @@ def test_train_replay_puts_general_data_into_every_step(tiny_llama_dir: Path, tm
     result = run_cli("train", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replay: 200 samples from arithmetic_train, 50% of every step's rows" in " ".join(result.stderr.split())
-    # 54 identity rows, 2 of the 4 rows per step are new data: 27 steps per epoch
-    assert read_metrics(tmp_path / "run")[-1]["epoch"] == pytest.approx(3 / 27, abs=1e-3)
+    # 76 identity rows, 2 of the 4 rows per step are new data: 38 steps per epoch
+    assert read_metrics(tmp_path / "run")[-1]["epoch"] == pytest.approx(3 / 38, abs=1e-3)
     wrong = run_cli("train", str(config), "train.batch_size=1", "train.grad_accum=1", "output.dir=x", cwd=tmp_path)
     assert wrong.returncode == 2 and "at least 2 rows per step" in wrong.stderr
