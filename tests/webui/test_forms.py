@@ -77,6 +77,7 @@ def test_widget_kinds_choices_and_defaults_come_from_the_annotations(specs) -> N
         "llamafactory_v1",
         "prompt_completion",
         "text",
+        "classification",
     )
     checkpointing = by_key(specs, "train.gradient_checkpointing")
     assert (checkpointing.kind, checkpointing.choices) == ("choice", ("auto", "true", "false"))
