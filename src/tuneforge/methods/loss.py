@@ -48,7 +48,10 @@ def causal_lm_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
         return F.cross_entropy(logits.float(), targets[0, positions], reduction="sum")
     logits = model(**inputs, use_cache=False).logits
     logits = logits[:, logits.shape[1] - targets.shape[1] :]  # virtual tokens in front (none with adapter disabled)
-    return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+    # index tensors from the targets, not a boolean mask: the estimate traces this on the meta device, where the
+    # size of a masked selection cannot be known
+    rows, columns = keep.nonzero(as_tuple=True)
+    return F.cross_entropy(logits[rows, columns].float(), targets[rows, columns], reduction="sum")
 
 
 def collate_sequences(samples: list[RenderedSample], packing: bool, pad_id: int) -> dict[str, torch.Tensor]:

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tuneforge.data.render import IGNORE_INDEX
-from tuneforge.models.adapters import prepended_tokens
+from tuneforge.methods.loss import causal_lm_loss_sum
 
 __all__ = ["StepTrace", "token_loss_sum", "trace_step"]
 
@@ -136,21 +135,8 @@ def _attention_formulas() -> dict[Any, Callable[..., int]]:
 
 
 def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The summed token loss exactly as tuneforge.methods.loss.causal_lm_loss_sum computes it (logits only at the
-    supervised positions of a packed row), with the supervised positions of a padded batch taken as index tensors
-    from the real targets rather than as a boolean mask, whose result size a model without data cannot know."""
-    targets = batch["targets"]
-    keep = targets != IGNORE_INDEX
-    inputs = {key: value for key, value in batch.items() if key != "targets"}
-    virtual = prepended_tokens(model)
-    if targets.shape[0] == 1 and "attention_mask" not in batch:
-        positions = keep[0].nonzero().squeeze(-1)
-        logits = model(**inputs, use_cache=False, logits_to_keep=positions + virtual).logits[0]
-        return F.cross_entropy(logits.float(), targets[0, positions], reduction="sum")
-    logits = model(**inputs, use_cache=False).logits
-    logits = logits[:, logits.shape[1] - targets.shape[1] :]
-    rows, columns = keep.nonzero(as_tuple=True)
-    return F.cross_entropy(logits[rows, columns].float(), targets[rows, columns], reduction="sum")
+    """The summed token loss exactly as training computes it (tuneforge.methods.loss.causal_lm_loss_sum)."""
+    return causal_lm_loss_sum(model, batch)
 
 
 def _counted(trace: StepTrace, work: Callable[[], None]) -> None:
