@@ -17,7 +17,7 @@ from tuneforge.data.formats.llamafactory_v1 import loss_weight_note
 from tuneforge.data.llamafactory import catalog_rows
 from tuneforge.data.messages import Conversation, Message, RowError
 from tuneforge.data.quality import DataReport, DuplicateFinder
-from tuneforge.data.render import MaskOptions, RenderedSample, render_sample
+from tuneforge.data.render import MaskOptions, RenderedSample, render_samples
 from tuneforge.errors import UserError
 
 __all__ = [
@@ -274,14 +274,13 @@ def prepare_samples(
 ) -> list[RenderedSample]:
     """Render conversations into samples; rows that cannot be rendered are counted, truncations reported."""
     samples = []
-    for conversation in conversations:
-        try:
-            sample = render_sample(tokenizer, conversation, cutoff_len, mask)
-        except RowError as err:
-            report.drop(conversation.source, err.reason, err.detail)
+    rendered = render_samples(tokenizer, conversations, cutoff_len, mask, faults=(RowError, *_PARSER_FAULTS))
+    for conversation, sample in zip(conversations, rendered, strict=True):
+        if isinstance(sample, RowError):
+            report.drop(conversation.source, sample.reason, sample.detail)
             continue
-        except _PARSER_FAULTS as err:  # a template or tokenizer choking on this row's content
-            report.drop(conversation.source, "cannot be rendered", f"{type(err).__name__}: {err}")
+        if isinstance(sample, Exception):  # a template or tokenizer choking on this row's content
+            report.drop(conversation.source, "cannot be rendered", f"{type(sample).__name__}: {sample}")
             continue
         if sample.truncated and overlength == "drop":
             report.drop(conversation.source, "over the cutoff length", f"longer than data.cutoff_len={cutoff_len}")

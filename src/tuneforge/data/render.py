@@ -9,8 +9,11 @@ inside an assistant span.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from tuneforge.data.messages import Conversation, Message, RowError
 
@@ -23,6 +26,7 @@ __all__ = [
     "render_classification",
     "render_conversation",
     "render_sample",
+    "render_samples",
     "render_text",
 ]
 
@@ -131,7 +135,7 @@ def assistant_spans(
         if message["role"] != "assistant" or (supervised is not None and index not in supervised):
             continue
         before = render_text(tokenizer, messages[:index], tools, generation=True)
-        upto = render_text(tokenizer, messages[: index + 1], tools)
+        upto = full if index == len(messages) - 1 else render_text(tokenizer, messages[: index + 1], tools)
         if not (full.startswith(before) and full.startswith(upto) and len(upto) >= len(before)):
             raise RowError(
                 "template not prefix-stable",
@@ -148,21 +152,18 @@ def _supervised_turns(conversation: Conversation, options: MaskOptions) -> set[i
     return set(turns[-1:]) if options.mask_history else set(turns)
 
 
-def _positions_in_spans(offsets: list[tuple[int, int]], spans: list[range]) -> list[int]:
-    """Positions of the (non-empty) tokens that start inside one of `spans`, in one walk over tokens and spans."""
+def _positions_in_spans(offsets: Sequence[tuple[int, int]], spans: list[range]) -> list[int]:
+    """Positions of the (non-empty) tokens that start inside one of `spans` (which do not overlap)."""
+    if not spans or not len(offsets):
+        return []
     ordered = sorted(spans, key=lambda span: span.start)
-    found = []
-    current = 0
-    previous = 0
-    for position, (start, end) in enumerate(offsets):
-        if start < previous:  # offsets that go back (rare special-token layouts): look from the first span again
-            current = 0
-        previous = start
-        while current < len(ordered) and ordered[current].stop <= start:
-            current += 1
-        if end > start and current < len(ordered) and start in ordered[current]:
-            found.append(position)
-    return found
+    starts = np.fromiter((span.start for span in ordered), dtype=np.int64, count=len(ordered))
+    stops = np.fromiter((span.stop for span in ordered), dtype=np.int64, count=len(ordered))
+    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    token_start, token_end = bounds[:, 0], bounds[:, 1]
+    span = np.searchsorted(starts, token_start, side="right") - 1  # the last span starting at or before the token
+    inside = (span >= 0) & (token_start < stops[np.maximum(span, 0)]) & (token_end > token_start)
+    return np.flatnonzero(inside).tolist()
 
 
 def _cut(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int], bool]:
@@ -170,28 +171,57 @@ def _cut(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list
     return input_ids[:cutoff_len], labels[:cutoff_len], truncated
 
 
-def render_conversation(
-    tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
-) -> RenderedSample:
-    """Tokenize `conversation` with the model's template; labels on assistant turns; cut at `cutoff_len`."""
-    options = options or MaskOptions()
+@dataclass
+class _ChatLayout:
+    """A chat conversation rendered to text, with the character spans of its supervised assistant turns."""
+
+    conversation: Conversation
+    text: str
+    spans: list[range]
+
+
+def _chat_layout(tokenizer: Any, conversation: Conversation, options: MaskOptions) -> _ChatLayout:
     messages, tools = _template_inputs(tokenizer, conversation)
     shift = len(messages) - len(conversation.messages)  # a system message added for tool definitions
     supervised = {index + shift for index in _supervised_turns(conversation, options)}
     text, spans = assistant_spans(tokenizer, messages, tools, supervised)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoded["input_ids"])
+    return _ChatLayout(conversation, text, spans)
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], Sequence[tuple[int, int]]]]:
+    """Token ids and character offsets of each text, in one tokenizer call (a fast tokenizer encodes in parallel).
+
+    A fast tokenizer whose backend is in the state the tokenizer's own call would put it in (no truncation, no
+    padding, special tokens split as configured) is asked directly: the same encodings, without building a
+    dictionary per text."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (
+        backend is not None
+        and getattr(backend, "truncation", True) is None
+        and getattr(backend, "padding", True) is None
+        and getattr(backend, "encode_special_tokens", None) == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
+        return [(encoding.ids, encoding.offsets) for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return list(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
+
+
+def _masked_sample(
+    layout: _ChatLayout, ids: list[int], offsets: Sequence[tuple[int, int]], cutoff_len: int, options: MaskOptions
+) -> RenderedSample:
+    input_ids = list(ids)
     if options.train_on_prompt:
         labels = list(input_ids)
     else:
         labels = [IGNORE_INDEX] * len(input_ids)
-        for position in _positions_in_spans(encoded["offset_mapping"], spans):
+        for position in _positions_in_spans(offsets, layout.spans):
             labels[position] = input_ids[position]
     input_ids, labels, truncated = _cut(input_ids, labels, cutoff_len)
     if all(label == IGNORE_INDEX for label in labels):
         if truncated:
             raise RowError("all labels masked", f"no assistant token within the first {cutoff_len} tokens")
         raise RowError("all labels masked", "no assistant turn is supervised (all have weight 0)")
+    conversation = layout.conversation
     return RenderedSample(
         input_ids,
         labels,
@@ -201,6 +231,16 @@ def render_conversation(
         kind=conversation.kind,
         label=conversation.label,
     )
+
+
+def render_conversation(
+    tokenizer: Any, conversation: Conversation, cutoff_len: int, options: MaskOptions | None = None
+) -> RenderedSample:
+    """Tokenize `conversation` with the model's template; labels on assistant turns; cut at `cutoff_len`."""
+    options = options or MaskOptions()
+    layout = _chat_layout(tokenizer, conversation, options)
+    (ids, offsets) = _encode(tokenizer, [layout.text])[0]
+    return _masked_sample(layout, ids, offsets, cutoff_len, options)
 
 
 def render_raw_text(tokenizer: Any, conversation: Conversation, cutoff_len: int) -> RenderedSample:
@@ -269,3 +309,60 @@ def render_sample(
     if conversation.kind == "preference":
         return render_preference(tokenizer, conversation, cutoff_len, options)
     return render_conversation(tokenizer, conversation, cutoff_len, options)
+
+
+RenderResult = RenderedSample | Exception
+
+
+def render_samples(
+    tokenizer: Any,
+    conversations: list[Conversation],
+    cutoff_len: int,
+    options: MaskOptions | None = None,
+    faults: tuple[type[Exception], ...] = (RowError,),
+    chunk: int = 256,
+) -> list[RenderResult]:
+    """`render_sample` of every conversation, in order: each entry the sample or the fault (one of `faults`) its row
+    raised. Chat texts are tokenized `chunk` at a time in one tokenizer call, which a fast tokenizer spreads over
+    the cores; the samples equal those of `render_sample`."""
+    options = options or MaskOptions()
+    results: list[RenderResult | None] = [None] * len(conversations)
+    for begin in range(0, len(conversations), chunk):
+        layouts: list[tuple[int, _ChatLayout]] = []
+        for index in range(begin, min(begin + chunk, len(conversations))):
+            conversation = conversations[index]
+            try:
+                if conversation.kind in ("classify", "text", "preference"):
+                    results[index] = render_sample(tokenizer, conversation, cutoff_len, options)
+                else:
+                    layouts.append((index, _chat_layout(tokenizer, conversation, options)))
+            except faults as err:
+                results[index] = err
+        for (index, layout), encoded in zip(layouts, _encode_each(tokenizer, layouts, faults), strict=True):
+            try:
+                if isinstance(encoded, Exception):
+                    raise encoded
+                results[index] = _masked_sample(layout, *encoded, cutoff_len, options)
+            except faults as err:
+                results[index] = err
+    return results  # type: ignore[return-value]  (every index was set above)
+
+
+def _encode_each(
+    tokenizer: Any, layouts: list[tuple[int, _ChatLayout]], faults: tuple[type[Exception], ...]
+) -> list[tuple[list[int], Sequence[tuple[int, int]]] | Exception]:
+    """Ids and offsets of every layout's text: one call for all, or one per text when the batch fails (so that the
+    text at fault is found)."""
+    if not layouts:
+        return []
+    try:
+        return list(_encode(tokenizer, [layout.text for _, layout in layouts]))
+    except faults:
+        pass
+    encoded: list[tuple[list[int], Sequence[tuple[int, int]]] | Exception] = []
+    for _, layout in layouts:
+        try:
+            encoded.append(_encode(tokenizer, [layout.text])[0])
+        except faults as err:
+            encoded.append(err)
+    return encoded

@@ -26,6 +26,7 @@ from tuneforge.train.callbacks import MetricsLog, plot_losses
 from tuneforge.train.distributed import World, join_world, leave_world
 from tuneforge.train.environment import write_environment
 from tuneforge.train.ewc import ElasticWeights, general_samples
+from tuneforge.train.heap import return_freed_memory
 from tuneforge.train.lifecycle import checkpoint_store, outcome_summary, start_point, write_outcome_section
 from tuneforge.train.loop import LoopContext, LoopResult, train_loop
 from tuneforge.train.precision import make_deterministic, seed_everything
@@ -222,6 +223,8 @@ def _run_training(
     _absolute_paths(config, base_dir)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
+    if config.train.return_freed_memory:
+        return_freed_memory()
     if config.train.deterministic:
         make_deterministic(config.train.seed)
     seed_everything(config.train.seed)
