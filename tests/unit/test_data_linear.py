@@ -116,6 +116,23 @@ def test_cache_file_round_trips_every_kind_of_sample(tmp_path):
     assert supervised_runs([1, 2], [1, 9]) is None
 
 
+def _runs_by_definition(ids: list[int], labels: list[int]) -> list[list[int]] | None:
+    if any(label not in (IGNORE_INDEX, token) for token, label in zip(ids, labels, strict=True)):
+        return None
+    marks = [label != IGNORE_INDEX for label in labels]
+    starts = [i for i, on in enumerate(marks) if on and (i == 0 or not marks[i - 1])]
+    ends = [i + 1 for i, on in enumerate(marks) if on and (i + 1 == len(marks) or not marks[i + 1])]
+    return [[a, b] for a, b in zip(starts, ends, strict=True)]
+
+
+def test_supervised_runs_match_their_definition_on_random_labels():
+    rng = random.Random(3)
+    for _ in range(2000):
+        ids = [rng.randint(0, 9) for _ in range(rng.randint(0, 30))]
+        labels = [IGNORE_INDEX if rng.random() < 0.5 else token + (rng.random() < 0.03) for token in ids]
+        assert supervised_runs(ids, labels) == _runs_by_definition(ids, labels), (ids, labels)
+
+
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
     path = tmp_path / f"entry{CACHE_SUFFIX}"
     save_prepared(PreparedData([sample([1, 2, 3], [1, 2, 3])], []), path)

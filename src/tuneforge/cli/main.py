@@ -81,7 +81,9 @@ def _configure_logging(debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # set, so that the tokenizer library neither warns nor switches itself off when a process is started later;
+    # "true" lets data preparation encode on every core (tuneforge forks no process that tokenizes)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_requested_verb(argv)).parse_args(argv)
     _configure_logging(args.debug)

@@ -156,6 +156,9 @@ def _positions_in_spans(offsets: Sequence[tuple[int, int]], spans: list[range]) 
     """Positions of the (non-empty) tokens that start inside one of `spans` (which do not overlap)."""
     if not spans or not len(offsets):
         return []
+    if len(spans) == 1:  # the common case (one supervised turn): a plain scan beats building arrays
+        first, stop = spans[0].start, spans[0].stop
+        return [i for i, (start, end) in enumerate(offsets) if first <= start < stop and end > start]
     ordered = sorted(spans, key=lambda span: span.start)
     starts = np.fromiter((span.start for span in ordered), dtype=np.int64, count=len(ordered))
     stops = np.fromiter((span.stop for span in ordered), dtype=np.int64, count=len(ordered))

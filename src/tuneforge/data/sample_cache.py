@@ -18,6 +18,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from tuneforge.atomic import atomic_output
 from tuneforge.data.pipeline import PreparedData
 from tuneforge.data.quality import DataReport, Problem
@@ -37,20 +39,12 @@ def supervised_runs(input_ids: list[int], labels: list[int]) -> list[list[int]] 
     IGNORE_INDEX (those labels are then stored in full)."""
     if len(labels) != len(input_ids):
         return None
-    runs: list[list[int]] = []
-    start = None
-    for position, (token, label) in enumerate(zip(input_ids, labels, strict=True)):
-        if label == IGNORE_INDEX:
-            if start is not None:
-                runs.append([start, position])
-                start = None
-        elif label != token:
-            return None
-        elif start is None:
-            start = position
-    if start is not None:
-        runs.append([start, len(input_ids)])
-    return runs
+    label_array = np.asarray(labels, dtype=np.int64)
+    supervised = label_array != IGNORE_INDEX
+    if not np.array_equal(label_array[supervised], np.asarray(input_ids, dtype=np.int64)[supervised]):
+        return None
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], supervised, [False])).astype(np.int8)))
+    return edges.reshape(-1, 2).tolist()
 
 
 def _sample_meta(sample: RenderedSample) -> dict[str, Any]:
