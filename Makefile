@@ -48,7 +48,7 @@ demo: $(STAMP)
 	$(BIN)/tuneforge train examples/identity_demo.yaml
 
 test: $(STAMP) $(LLAMA_STAMP) system-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py --job $(or $(JOB),all) && $(BIN)/python benchmarks/readme_table.py README.md README_zh.md

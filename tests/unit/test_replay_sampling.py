@@ -64,3 +64,38 @@ def test_replay_defaults_to_sampling_and_caches_greedy_and_sampled_apart(tiny, t
     assert greedy == answers(tiny, 0.0) and sampled == answers(tiny, 1.0)
     assert len(list(cache.iterdir())) == 2  # one cache file each: a sampled run never reuses greedy answers
     assert replay(1.0) == sampled
+
+
+def test_several_sampled_answers_per_prompt(tiny, tmp_path):
+    model, tokenizer = tiny
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(PROMPTS), encoding="utf-8")
+    rows = replay_conversations(
+        model,
+        tokenizer,
+        "tiny",
+        str(prompts),
+        12,
+        None,
+        DataReport(),
+        tmp_path,
+        trim=False,
+        temperature=1.0,
+        answers=3,
+    )
+    asked = [c.messages[0].content for c in rows]
+    assert asked == PROMPTS * 3
+    for index in range(len(PROMPTS)):  # the draws for one prompt are not one answer repeated
+        draws = {rows[index + k * len(PROMPTS)].messages[-1].content for k in range(3)}
+        assert len(draws) >= 2, draws
+    one = replay_conversations(
+        model, tokenizer, "tiny", str(prompts), 12, None, DataReport(), tmp_path, trim=False, temperature=1.0
+    )
+    assert [c.messages[-1].content for c in one] == answers(tiny, 1.0)  # answers=1 keeps its old draws and cache
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2
+
+
+def test_several_greedy_answers_are_refused():
+    with pytest.raises(ValueError, match="data.replay.temperature above 0"):
+        ReplaySection(answers=2, temperature=0)
+    assert ReplaySection(answers=2).answers == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AdapterParams",
@@ -65,6 +65,22 @@ class ReplaySection(Section):
         "keeps it; 0 (greedy) replays its single most likely answer, which sharpens the model and makes "
         "human-written text less likely (measured by eval.general_reference).",
     )
+    answers: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Sampled answers per prompt (needs temperature above 0): more of the base model's own "
+        "distribution to hold training to.",
+    )
+
+    @model_validator(mode="after")
+    def _answers_need_sampling(self) -> ReplaySection:
+        if self.answers > 1 and self.temperature == 0:
+            raise ValueError(
+                f"data.replay.answers={self.answers} with temperature 0 would repeat one greedy answer; "
+                "set data.replay.temperature above 0 (1 samples the model's own distribution) or answers to 1"
+            )
+        return self
 
 
 class DataSection(Section):

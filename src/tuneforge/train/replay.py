@@ -84,6 +84,7 @@ def replay_conversations(
     base_dir: Path | None = None,
     trim: bool = True,
     temperature: float = 0.0,
+    answers: int = 1,
 ) -> list[Conversation]:
     """The base model's answers to the replay prompts as conversations (empty answers counted as dropped).
 
@@ -93,8 +94,9 @@ def replay_conversations(
 
     With `trim` an answer cut at `max_new_tokens` is cut back to its last complete sentence (it is trained on);
     without, it is kept as generated (e.g. to measure what the model does, as EWC's Fisher estimate does).
+    With `answers` above 1 every prompt is answered that many times (sampled answers differ).
     """
-    prompts = load_replay_prompts(prompts_entry, limit, base_dir)
+    prompts = load_replay_prompts(prompts_entry, limit, base_dir) * answers  # repeats fall in other batches: new draws
     key = _fingerprint(model, tokenizer, model_id, prompts, max_new_tokens, temperature) + (
         "" if trim else "-untrimmed"
     )

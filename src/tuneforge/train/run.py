@@ -95,6 +95,7 @@ def _load_data(config: RunConfig, method: Method, loaded: Any, base_dir: Path | 
             replay_cache_dir(),
             base_dir,
             temperature=d.replay.temperature,
+            answers=d.replay.answers,
         )
     d = method.data_section(d)  # e.g. classify reads rows of a text and its label
     prepared, cached = build_dataset(d, loaded.tokenizer, config.train.seed, base_dir, extra, data_cache_dir())
