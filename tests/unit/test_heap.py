@@ -51,3 +51,31 @@ def test_other_platforms_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(heap.sys, "platform", "darwin")
     assert heap.return_freed_memory() is False
+
+
+LOSS_PROBE = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from transformers import AutoModelForCausalLM
+    from tuneforge.train.heap import return_freed_memory
+
+    if sys.argv[2] == "on":
+        assert return_freed_memory()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+    ids = torch.randint(0, model.config.vocab_size, (2, 48))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grad = sum(float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None)
+    print(repr(float(loss)), repr(grad))
+    """
+)
+
+
+def test_the_setting_changes_no_value(tiny_llama_dir) -> None:
+    def run(mode: str) -> str:
+        command = [sys.executable, "-c", LOSS_PROBE, str(tiny_llama_dir), mode]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    assert run("on") == run("off")  # loss and gradient, bit for bit
