@@ -152,6 +152,16 @@ def test_estimated_peak_memory_is_within_25_percent_of_a_real_run(small_model, t
     assert f"{estimate.counts.parameters / 1e6:.1f}M parameters" in output[first:]
 
 
+def test_the_heap_kept_without_return_freed_memory_is_priced(small_model, tmp_path):
+    config_path = write_run(tmp_path, small_model, {"name": "lora", "r": 8})
+    returned = estimate_run(load_config(config_path, []), tmp_path).memory
+    kept = estimate_run(load_config(config_path, ["train.return_freed_memory=false"]), tmp_path).memory
+    slack = estimate_module.ALLOCATOR_SLACK["cpu"]
+    ratio = (1 + slack + estimate_module.HEAP_RETENTION) / (1 + slack)
+    assert kept.activations == pytest.approx(returned.activations * ratio, rel=1e-6)
+    assert kept.total - returned.total == kept.activations - returned.activations > 0
+
+
 def analytic_flops(tokens: int, supervised: int, full: bool, lora_rank: int = 0) -> float:
     """Forward and backward FLOPs of the small model on one packed row (linear layers, head, attention)."""
     q, kv = HIDDEN, 4 * 32  # query width, key/value width
