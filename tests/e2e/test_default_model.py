@@ -71,7 +71,7 @@ def test_the_demo_teaches_the_identity_cleanly_without_forgetting(demo: tuple[Pa
     assert [row["after"] for row in record["questions"] if row["after_loop"]] == []
     assert any(re.search(r"[\u4e00-\u9fff]", row["question"]) and row["after_correct"] for row in identity)
     # forgetting, measured without regard to answer length: the loss per token on 40 human-written answers.
-    # Measured on the reference machine: +0.064 with LoRA on attention and sampled self-replay (+0.105 with LoRA on
+    # Measured on the reference machine: +0.063 with LoRA on attention and sampled self-replay (+0.105 with LoRA on
     # every linear layer, +0.481 when the replayed answers were greedy); a return to greedy replay, or a demo that
     # drifts further, fails here.
     likelihood = record["likelihood"]
