@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tuneforge.data import Conversation, Message, RowError, render
-from tuneforge.data.render import _positions_in_spans, render_sample, render_samples
+from tuneforge.data.render import positions_in_spans, render_sample, render_samples
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def _reference_positions(offsets, spans):
     return [i for i, (start, end) in enumerate(offsets) if end > start and any(start in span for span in spans)]
 
 
-def test_positions_in_spans_matches_the_definition():
+def testpositions_in_spans_matches_the_definition():
     rng = random.Random(0)
     for _ in range(300):
         offsets, cursor = [], 0
@@ -117,4 +117,4 @@ def test_positions_in_spans_matches_the_definition():
         edges = sorted(rng.sample(range(0, cursor + 10), k=min(6, cursor + 10)))
         spans = [range(a, b) for a, b in zip(edges[::2], edges[1::2], strict=False) if b > a]
         rng.shuffle(spans)
-        assert _positions_in_spans(offsets, spans) == _reference_positions(offsets, spans), (offsets, spans)
+        assert positions_in_spans(offsets, spans) == _reference_positions(offsets, spans), (offsets, spans)

@@ -23,6 +23,7 @@ __all__ = [
     "RenderedSample",
     "assistant_spans",
     "conversation_text",
+    "positions_in_spans",
     "render_classification",
     "render_conversation",
     "render_sample",
@@ -152,7 +153,7 @@ def _supervised_turns(conversation: Conversation, options: MaskOptions) -> set[i
     return set(turns[-1:]) if options.mask_history else set(turns)
 
 
-def _positions_in_spans(offsets: Sequence[tuple[int, int]], spans: list[range]) -> list[int]:
+def positions_in_spans(offsets: Sequence[tuple[int, int]], spans: list[range]) -> list[int]:
     """Positions of the (non-empty) tokens that start inside one of `spans` (which do not overlap)."""
     if not spans or not len(offsets):
         return []
@@ -217,7 +218,7 @@ def _masked_sample(
         labels = list(input_ids)
     else:
         labels = [IGNORE_INDEX] * len(input_ids)
-        for position in _positions_in_spans(offsets, layout.spans):
+        for position in positions_in_spans(offsets, layout.spans):
             labels[position] = input_ids[position]
     input_ids, labels, truncated = _cut(input_ids, labels, cutoff_len)
     if all(label == IGNORE_INDEX for label in labels):
