@@ -123,6 +123,7 @@ def test_cli_choices_come_from_the_registries() -> None:
 def test_every_train_key_reaches_the_loop_or_is_used_before_it() -> None:
     before_the_loop = {
         "num_threads",
+        "return_freed_memory",
         "deterministic",
         "save_steps",
         "save_total_limit",

@@ -141,6 +141,10 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "train.eval_steps": ("验证间隔", "每 N 个优化器步计算一次验证损失（默认：每次运行约 5 次）。"),
     "train.logging_steps": ("日志间隔", "每 N 个优化器步写一行指标。"),
     "train.num_threads": ("CPU 线程数", "PyTorch 使用的 CPU 线程数（默认：全部核心）。"),
+    "train.return_freed_memory": (
+        "立即归还释放的内存",
+        "把释放的张量内存块（1 MiB 及以上）立即还给系统，而不是留在 C 堆中：CPU 训练的峰值 RSS 约降低三分之一，数值不变（Linux/glibc）。",
+    ),
     "train.early_stopping_patience": ("早停耐心值", "连续这么多次验证损失没有下降就停止，并保留最好的权重。"),
     "train.save_steps": (
         "保存间隔",
