@@ -28,7 +28,7 @@ from tuneforge.models.adapters import ADAPTERS, count_parameters
 from tuneforge.models.architecture import locate_model
 from tuneforge.models.load import load_model
 from tuneforge.train import estimate as estimate_module
-from tuneforge.train.advice import FitInputs, fitting_changes
+from tuneforge.train.advice import FitInputs, fitting_changes, format_bytes
 from tuneforge.train.estimate import estimate_run
 from tuneforge.train.machine import machine_speed
 from tuneforge.train.settings import LoopSettings
@@ -232,6 +232,10 @@ def test_advice_names_settings_that_lower_the_peak():
     )
     assert packed[0] == "adapter.name: q4 (base weights quantised) → ≈ 7.0 GiB (still too much)"
     assert not any("batch_size" in line or "checkpointing" in line for line in packed)
+    kept = fitting_changes(
+        FitInputs(**base, checkpointed_activations=None, packing=True, batch_size=4, heap_kept=4 * 2**30)
+    )
+    assert kept[0] == "train.return_freed_memory: true (steps about 20% slower) → ≈ 6.0 GiB (fits)"
     assert fitting_changes(FitInputs(**{**base, "total": 2**30}, checkpointed_activations=None, packing=True,
                                      batch_size=1)) == ()  # fmt: skip
 
@@ -244,6 +248,12 @@ def test_a_run_that_does_not_fit_says_what_to_change(tiny_llama_dir, tmp_path, m
     assert "does NOT fit" in estimate.summary()
     assert any(line.startswith("train.gradient_checkpointing: true") for line in estimate.advice)
     assert any(line.startswith("data.cutoff_len: 256") for line in estimate.advice)
+    saving = estimate.memory.total - estimate_run(load_config(write_run(tmp_path, tiny_llama_dir, {"name": "lora"},
+        gradient_checkpointing=False, return_freed_memory=True), []), tmp_path).memory.total  # fmt: skip
+    freed = (
+        f"train.return_freed_memory: true (steps about 20% slower) → ≈ {format_bytes(estimate.memory.total - saving)}"
+    )
+    assert any(line.startswith(freed) for line in estimate.advice), estimate.advice
     if not torch.cuda.is_available():  # QLoRA needs CUDA: never offered where it cannot run
         model = build_model(config, locate_model(str(tiny_llama_dir)).config(), *reversed(method_and_adapter(config)))
         assert quantizing_alternatives(config, model) == ()

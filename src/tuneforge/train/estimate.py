@@ -378,7 +378,8 @@ def _notes(config: RunConfig, trace: StepTrace, device: torch.device) -> tuple[s
 
 
 def _fit_inputs(estimate: Estimate, plan: _Plan) -> FitInputs:
-    t = estimate.config.train
+    config, device = estimate.config, torch.device(estimate.device)
+    t, kept = config.train, _heap_retention(config, device)
     activations = estimate.memory.activations
     checkpointed = None
     if not plan.checkpointing and plan.can_checkpoint:
@@ -395,4 +396,5 @@ def _fit_inputs(estimate: Estimate, plan: _Plan) -> FitInputs:
         grad_accum=t.grad_accum,
         cutoff_len=estimate.config.data.cutoff_len,
         quantized=plan.quantized,
+        heap_kept=int(activations * kept / (1 + ALLOCATOR_SLACK.get(device.type, 0.0) + kept)),
     )
