@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from tuneforge.data.messages import Conversation, Message, RowError
 
 __all__ = [
@@ -154,20 +152,11 @@ def _supervised_turns(conversation: Conversation, options: MaskOptions) -> set[i
 
 
 def positions_in_spans(offsets: Sequence[tuple[int, int]], spans: list[range]) -> list[int]:
-    """Positions of the (non-empty) tokens that start inside one of `spans` (which do not overlap)."""
-    if not spans or not len(offsets):
-        return []
-    if len(spans) == 1:  # the common case (one supervised turn): a plain scan beats building arrays
+    """Positions of the (non-empty) tokens that start inside one of `spans`."""
+    if len(spans) == 1:  # the common case (one supervised turn)
         first, stop = spans[0].start, spans[0].stop
         return [i for i, (start, end) in enumerate(offsets) if first <= start < stop and end > start]
-    ordered = sorted(spans, key=lambda span: span.start)
-    starts = np.fromiter((span.start for span in ordered), dtype=np.int64, count=len(ordered))
-    stops = np.fromiter((span.stop for span in ordered), dtype=np.int64, count=len(ordered))
-    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    token_start, token_end = bounds[:, 0], bounds[:, 1]
-    span = np.searchsorted(starts, token_start, side="right") - 1  # the last span starting at or before the token
-    inside = (span >= 0) & (token_start < stops[np.maximum(span, 0)]) & (token_end > token_start)
-    return np.flatnonzero(inside).tolist()
+    return [i for i, (start, end) in enumerate(offsets) if end > start and any(start in span for span in spans)]
 
 
 def _cut(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int], bool]:
@@ -343,9 +332,10 @@ def render_samples(
             except faults as err:
                 results[index] = err
         for (index, layout), encoded in zip(layouts, _encode_each(tokenizer, layouts, faults), strict=True):
+            if isinstance(encoded, Exception):
+                results[index] = encoded
+                continue
             try:
-                if isinstance(encoded, Exception):
-                    raise encoded
                 results[index] = _masked_sample(layout, *encoded, cutoff_len, options)
             except faults as err:
                 results[index] = err
