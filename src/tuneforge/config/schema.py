@@ -72,6 +72,13 @@ class ReplaySection(Section):
         description="Sampled answers per prompt (needs temperature above 0): more of the base model's own "
         "distribution to hold training to.",
     )
+    target: Literal["answer", "distribution"] = Field(
+        "answer",
+        description="What the replayed answers train toward. answer: their tokens, like any training text. "
+        "distribution: at every answer token, the base model's whole next-token distribution (its 64 likeliest "
+        "tokens and the rest as one share), recorded before training; holds the model closer to the base than "
+        "single sampled tokens do. Needs a method that trains on it (sft).",
+    )
 
     @model_validator(mode="after")
     def _answers_need_sampling(self) -> ReplaySection:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.messages import Conversation, Message, RowError
+
+if TYPE_CHECKING:
+    from tuneforge.data.soft_targets import BaseDistribution
 
 __all__ = [
     "IGNORE_INDEX",
@@ -50,7 +53,8 @@ class RenderedSample:
     A preference sample holds the chosen answer and, in `rejected`, the rejected one; a KTO sample its `label`; a
     classification sample its class in `category` (the method puts the class id into the last label).
     `reference_logp`, when a method precomputed it, is the summed log-probability of the supervised tokens under
-    the frozen reference model.
+    the frozen reference model. `base_distribution`, on replayed samples with data.replay.target distribution, is
+    the base model's next-token distribution at each supervised position (see `data.soft_targets`).
     """
 
     input_ids: list[int]
@@ -63,6 +67,7 @@ class RenderedSample:
     rejected: RenderedSample | None = None
     reference_logp: float | None = None
     category: str | None = None
+    base_distribution: BaseDistribution | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -108,6 +108,8 @@ class Method:
             evaluation at the end of the run, written under eval/. None: none.
         export: (the run's model folder, a merged Hugging Face folder exported from it) → None; carries what
             `save` wrote into the export (e.g. a classification head and its labels). None: nothing.
+        trains_on_distribution: whether its collate and loss train samples that carry the base model's
+            next-token distribution toward it (data.replay.target: distribution).
     """
 
     params: type[MethodParams]
@@ -132,11 +134,19 @@ class Method:
     ) = None
     final_eval: Callable[[Any, list[RenderedSample], MethodParams, Path], list[str]] | None = None
     export: Callable[[Path, Path], None] | None = None
+    trains_on_distribution: bool = False
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse impossible settings before anything loads."""
         if self.check is not None:
             self.check(config)
+        replay = config.data.replay
+        if replay is not None and replay.target == "distribution" and not self.trains_on_distribution:
+            able = ", ".join(name for name in METHODS.names() if METHODS.get(name).trains_on_distribution)
+            raise UserError(
+                f"data.replay.target: distribution needs a method that trains toward a distribution ({able}); "
+                f"method {config.method.name!r} does not: set data.replay.target to answer"
+            )
 
     def data_section(self, data: DataSection) -> DataSection:
         """`data` as this method reads it: data.format auto means its own row format, when it declares one."""

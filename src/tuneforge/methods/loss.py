@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.packing import collate_packed, collate_padded
 from tuneforge.data.render import IGNORE_INDEX, RenderedSample
+from tuneforge.data.soft_targets import SOFT_KEYS, distribution_loss
 from tuneforge.models.adapters import ADAPTERS, adapter_disabled, prepended_tokens
 
 __all__ = [
@@ -36,22 +37,34 @@ def causal_lm_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     accumulation exact: k micro-batches give the same update as one batch holding all their tokens.
     For a packed batch (one row), logits are computed only at supervised positions (`logits_to_keep`).
     The logits of virtual tokens a prompt-learning model puts in front (`prepended_tokens`) are skipped, so that
-    logits and targets line up.
+    logits and targets line up. Positions a batch gives a base distribution for (`data.soft_targets`) are scored
+    against that distribution instead of their token.
     """
     targets = batch["targets"]
     keep = targets != IGNORE_INDEX
-    inputs = {k: v for k, v in batch.items() if k != "targets"}
+    inputs = {k: v for k, v in batch.items() if k != "targets" and k not in SOFT_KEYS}
     virtual = prepended_tokens(model)
     if targets.shape[0] == 1 and "attention_mask" not in batch:
         positions = keep[0].nonzero().squeeze(-1)
         logits = model(**inputs, use_cache=False, logits_to_keep=positions + virtual).logits[0]
-        return F.cross_entropy(logits.float(), targets[0, positions], reduction="sum")
+        return _loss_sum(logits, targets[0, positions], batch)
     logits = model(**inputs, use_cache=False).logits
     logits = logits[:, logits.shape[1] - targets.shape[1] :]  # virtual tokens in front (none with adapter disabled)
     # index tensors from the targets, not a boolean mask: the estimate traces this on the meta device, where the
     # size of a masked selection cannot be known
     rows, columns = keep.nonzero(as_tuple=True)
-    return F.cross_entropy(logits[rows, columns].float(), targets[rows, columns], reduction="sum")
+    return _loss_sum(logits[rows, columns], targets[rows, columns], batch)
+
+
+def _loss_sum(logits: torch.Tensor, targets: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed cross-entropy of supervised-position `logits` against their `targets`, or against the base
+    distribution at the positions `batch["soft_positions"]` names."""
+    if "soft_positions" not in batch:
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    soft = batch["soft_positions"]
+    replaced = distribution_loss(logits[soft], batch["soft_ids"], batch["soft_log_probs"])
+    return losses.index_copy(0, soft, replaced).sum()
 
 
 def collate_sequences(samples: list[RenderedSample], packing: bool, pad_id: int) -> dict[str, torch.Tensor]:

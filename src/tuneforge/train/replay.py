@@ -18,9 +18,11 @@ from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.quality import DataReport
 from tuneforge.errors import UserError
 
-__all__ = ["load_replay_prompts", "replay_conversations", "trim_to_sentence"]
+__all__ = ["REPLAY_DATASET", "load_replay_prompts", "replay_conversations", "trim_to_sentence"]
 
 log = logging.getLogger(__name__)
+
+REPLAY_DATASET = "self-replay"  # the dataset name replayed rows carry
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]|\n")
 
@@ -115,5 +117,5 @@ def replay_conversations(
         if trim and not messages[-1].content.strip():  # untrimmed, an empty answer is still what the model does
             report.drop(where, "empty answer", "the base model gave no complete sentence to replay")
             continue
-        conversations.append(Conversation(messages, source=where, dataset="self-replay"))
+        conversations.append(Conversation(messages, source=where, dataset=REPLAY_DATASET))
     return conversations

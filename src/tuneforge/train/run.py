@@ -22,6 +22,7 @@ from tuneforge.models.load import LoadedModel, load_model
 from tuneforge.models.rundir import RunLayout, prepare_run_dir, save_model, write_model_card, write_status
 from tuneforge.paths import data_cache_dir, replay_cache_dir
 from tuneforge.progress import console
+from tuneforge.train.base_distribution import record_base_distributions
 from tuneforge.train.callbacks import MetricsLog, plot_losses
 from tuneforge.train.distributed import World, join_world, leave_world
 from tuneforge.train.environment import write_environment
@@ -257,6 +258,8 @@ def _run_training(
             hook.before_training(loaded.model, loaded.tokenizer)
         if method.prepare_data is not None:
             method.prepare_data(train + val, loaded.model, config.method)
+        if config.data.replay is not None and config.data.replay.target == "distribution":
+            record_base_distributions(loaded.model, train + val)
         models = extra_models(method, config, loaded, base_dir)
         for role in ("reference", "reward", "teacher"):
             if getattr(models, role) is not None:

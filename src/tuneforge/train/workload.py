@@ -144,7 +144,7 @@ def replay_samples_at_limit(config: RunConfig, tokenizer: Any, base_dir: Path | 
     """data.replay's rows before the base model has answered: each prompt with an answer as long as
     data.replay.max_new_tokens allows (an upper bound: answers are cut back to their last whole sentence)."""
     from tuneforge.data.render import render_text
-    from tuneforge.train.replay import load_replay_prompts
+    from tuneforge.train.replay import REPLAY_DATASET, load_replay_prompts
 
     replay = config.data.replay
     if replay is None:
@@ -156,7 +156,7 @@ def replay_samples_at_limit(config: RunConfig, tokenizer: Any, base_dir: Path | 
         answer = replay.max_new_tokens + 2  # the end-of-turn marker and the newline after it
         length = min(prompt_tokens + answer, config.data.cutoff_len)
         labels = [IGNORE_INDEX] * min(prompt_tokens, length) + [1] * max(length - prompt_tokens, 0)
-        samples.append(RenderedSample([1] * length, labels, dataset="self-replay"))
+        samples.append(RenderedSample([1] * length, labels, dataset=REPLAY_DATASET))
     return samples
 
 
