@@ -70,14 +70,13 @@ def test_the_demo_teaches_the_identity_cleanly_without_forgetting(demo: tuple[Pa
     # clean in both languages: no answer of the tuned model is a repetition loop, the Chinese one included
     assert [row["after"] for row in record["questions"] if row["after_loop"]] == []
     assert any(re.search(r"[\u4e00-\u9fff]", row["question"]) and row["after_correct"] for row in identity)
-    # forgetting, measured without regard to answer length: the loss per token on 40 human-written answers.
-    # Measured on the reference machine: +0.063 with LoRA on attention and sampled self-replay (+0.105 with LoRA on
-    # every linear layer, +0.481 when the replayed answers were greedy); a return to greedy replay, or a demo that
-    # drifts further, fails here.
+    # forgetting, measured without regard to answer length: the loss per token on 40 human-written answers, within
+    # its threshold. Measured on the reference machine: +0.011 with the replayed answers trained toward the base
+    # model's distribution (data.replay.target: distribution); +0.105 toward the sampled tokens themselves, +0.481
+    # toward greedy answers: a demo that drifts that far fails here.
     likelihood = record["likelihood"]
     assert likelihood["items"] == 40 and likelihood["threshold"] == 0.05, likelihood
-    assert 0.0 < likelihood["rise"] < 0.2, likelihood
-    assert likelihood["forgot"] is (likelihood["rise"] > 0.05)
+    assert likelihood["rise"] <= 0.05 and likelihood["forgot"] is False, likelihood
     assert record["forgetting"]["items"] == 64 and record["general"]["loops"]["after"] == 0
 
 
