@@ -92,6 +92,7 @@ def test_identity_questions_score_the_claim_and_the_maker_where_asked():
         ("I am Conch. I am Conch. I am Conch.", "I am Conch. ", 3),
         ("The capital of France is Paris. The capital of France is Paris.", "The capital of France is Paris. ", 2),
         ("Sure! Conch Conch Conch Conch Conch", " Conch", 5),
+        ("The answer is 1111111111111111", "1", 16),  # digits repeated to the end of the answer
     ],
 )
 def test_repetition_loops_are_found(answer, unit, repeats):
@@ -108,6 +109,8 @@ def test_repetition_loops_are_found(answer, unit, repeats):
         "Monday, Tuesday, Wednesday, Thursday",
         "I am Conch. I am Conch.",  # said twice is emphasis, three times is a loop
         "| a | b |\n|---|---|---|---|\n| 1 | 2 |",  # table rules repeat symbols, not words
+        "In floating point 0.1 + 0.2 is 0.30000000000000004, not 0.3.",  # digits of one number, then words
+        "1/7 = 0.142857142857142857 (the six digits repeat).",
         "",
     ],
 )

@@ -47,8 +47,9 @@ def _is_loop(unit: str, length: int, at_end: bool) -> bool:
     repeats = (length + 1) / len(unit)  # + 1: the last copy may lack its separator ("Conch. Conch. Conch.")
     if not (repeats >= 3 and length >= MIN_LOOP_CHARS) and not (repeats >= 2 and len(unit) >= _LONG_UNIT):
         return False
-    # punctuation or symbols alone ("|---|---|" of a Markdown table) loop only when the answer ends in them
-    return at_end or any(ch.isalnum() for ch in unit)
+    # a unit without letters — symbols ("|---|---|" of a Markdown table) or digits (a float's representation,
+    # 0.30000000000000004; a repeating decimal, 0.142857142857) — loops only when the answer ends in it
+    return at_end or any(ch.isalpha() for ch in unit)
 
 
 def repetition_loop(answer: str) -> Loop | None:
