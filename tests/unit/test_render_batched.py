@@ -105,7 +105,7 @@ def _reference_positions(offsets, spans):
     return [i for i, (start, end) in enumerate(offsets) if end > start and any(start in span for span in spans)]
 
 
-def testpositions_in_spans_matches_the_definition():
+def test_positions_in_spans_matches_the_definition():
     rng = random.Random(0)
     for _ in range(300):
         offsets, cursor = [], 0

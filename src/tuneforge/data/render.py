@@ -78,6 +78,11 @@ class RenderedSample:
     def supervised_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
+    @property
+    def supervised_targets(self) -> int:
+        """Positions that predict a supervised token (the labels shifted by one: the first token is never one)."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
 
 def _supports_tools(tokenizer: Any) -> bool:
     template = tokenizer.chat_template or ""

@@ -10,12 +10,20 @@ distribution toward the base, not only the one sampled token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import torch
 
-__all__ = ["SOFT_KEYS", "TOP_TOKENS", "BaseDistribution", "distribution_batch", "distribution_loss"]
+__all__ = [
+    "SOFT_KEYS",
+    "TOP_TOKENS",
+    "BaseDistribution",
+    "CarriesDistribution",
+    "distribution_batch",
+    "distribution_loss",
+]
 
 TOP_TOKENS = 64
 SOFT_KEYS = ("soft_positions", "soft_ids", "soft_log_probs")
@@ -29,18 +37,26 @@ class BaseDistribution:
     log_probs: torch.Tensor
 
 
-def distribution_batch(samples: list[Any], supervised_counts: list[int]) -> dict[str, torch.Tensor]:
-    """The SOFT_KEYS of a micro-batch: where, among its supervised positions (samples in order, each sample's
-    positions in order), the samples carrying a `base_distribution` sit, and their distributions. {} when none do.
+class CarriesDistribution(Protocol):
+    """What `distribution_batch` reads of a sample (a `RenderedSample`)."""
 
-    `supervised_counts`: each sample's number of supervised target positions.
-    """
+    base_distribution: BaseDistribution | None
+
+    @property
+    def supervised_targets(self) -> int: ...
+
+
+def distribution_batch(samples: Sequence[CarriesDistribution]) -> dict[str, torch.Tensor]:
+    """The SOFT_KEYS of a micro-batch: where, among its supervised target positions (samples in order, each
+    sample's positions in order), the samples carrying a `base_distribution` sit, and their distributions. {} when
+    none do."""
     positions: list[torch.Tensor] = []
     ids: list[torch.Tensor] = []
     log_probs: list[torch.Tensor] = []
     offset = 0
-    for sample, count in zip(samples, supervised_counts, strict=True):
-        distribution = getattr(sample, "base_distribution", None)
+    for sample in samples:
+        count = sample.supervised_targets
+        distribution = sample.base_distribution
         if distribution is not None:
             if distribution.ids.shape[0] != count:
                 raise ValueError(f"base distribution has {distribution.ids.shape[0]} rows for {count} positions")

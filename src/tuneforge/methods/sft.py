@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tuneforge.config.schema import MethodParams
-from tuneforge.data.packing import collate_packed, collate_padded, shifted_targets
-from tuneforge.data.render import IGNORE_INDEX, RenderedSample
+from tuneforge.data.packing import collate_packed, collate_padded
+from tuneforge.data.render import RenderedSample
 from tuneforge.data.soft_targets import distribution_batch
 from tuneforge.methods.base import Batch, LossSums, Method, MethodModels, register_method
 from tuneforge.methods.loss import causal_lm_loss_sum, supervised_token_count
@@ -26,9 +26,7 @@ def collate_sft(samples: list[RenderedSample], packing: bool, pad_id: int) -> Ba
     """Packed (one row, position_ids per sample) or padded micro-batch; with the base distributions replayed
     samples carry (data.replay.target: distribution) as `distribution_batch` places them."""
     batch = collate_packed(samples) if packing else collate_padded(samples, pad_id)
-    if any(s.base_distribution is not None for s in samples):
-        counts = [sum(1 for t in shifted_targets(s.labels) if t != IGNORE_INDEX) for s in samples]
-        batch.update(distribution_batch(samples, counts))
+    batch.update(distribution_batch(samples))
     return batch
 
 

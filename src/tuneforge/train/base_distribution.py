@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from tuneforge.data.packing import collate_packed
-from tuneforge.data.render import IGNORE_INDEX, RenderedSample
+from tuneforge.data.render import RenderedSample
 from tuneforge.data.soft_targets import TOP_TOKENS, BaseDistribution
+from tuneforge.methods.loss import supervised_logits
 from tuneforge.progress import progress_bar
 from tuneforge.train.batches import to_device
 from tuneforge.train.precision import model_device
@@ -37,9 +38,7 @@ def record_base_distributions(model: Any, samples: list[RenderedSample], top: in
 
 
 def _distribution(model: Any, sample: RenderedSample, device: torch.device, top: int) -> BaseDistribution:
-    batch = to_device(collate_packed([sample]), device)
-    positions = (batch["targets"][0] != IGNORE_INDEX).nonzero().squeeze(-1)
-    logits = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=positions).logits[0]
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    logits, _, _ = supervised_logits(model, to_device(collate_packed([sample]), device))
+    log_probs = torch.log_softmax(logits, dim=-1)
     best = log_probs.topk(min(top, log_probs.shape[-1]), dim=-1)
     return BaseDistribution(best.indices.cpu(), best.values.cpu())
