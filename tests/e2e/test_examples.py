@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def test_identity_demo_runs_its_self_replay_and_evaluation(tiny_llama_dir: Path,
         code = main(["train", str(DEMO), *overrides])
     assert code == 0, console.getvalue()[-2000:]
     run = tmp_path / "run"
+    # data.replay.target: distribution — the base model's distribution recorded on each of the 4 replayed answers
+    assert re.search(r"self-replay: base distributions\D+4/4", console.getvalue()), console.getvalue()[-2000:]
 
     # self-replay: the base model's answers to the first 4 general prompts were generated and trained on
     prompts = json.loads(bundled_path("general_prompts").read_text(encoding="utf-8"))[:4]

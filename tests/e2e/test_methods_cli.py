@@ -243,3 +243,17 @@ def test_train_replay_puts_general_data_into_every_step(tiny_llama_dir: Path, tm
     assert read_metrics(tmp_path / "run")[-1]["epoch"] == pytest.approx(3 / 38, abs=1e-3)
     wrong = run_cli("train", str(config), "train.batch_size=1", "train.grad_accum=1", "output.dir=x", cwd=tmp_path)
     assert wrong.returncode == 2 and "at least 2 rows per step" in wrong.stderr
+
+
+def test_replay_toward_the_base_distribution_is_refused_for_methods_that_cannot(tiny_llama_dir: Path, tmp_path: Path):
+    replay = {"prompts": "general_prompts", "limit": 4, "target": "distribution"}
+    config = write_run_config(
+        tmp_path / "dist.yaml", tiny_llama_dir, tmp_path / "run", {"name": "dpo"},
+        data={"train": ["identity"], "variables": {"name": "A", "author": "B"}, "replay": replay},
+    )  # fmt: skip
+    refused = run_cli("train", str(config), cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    said = " ".join(refused.stderr.split())
+    assert "data.replay.target: distribution needs a method that trains toward a distribution (sft)" in said
+    assert "set data.replay.target to answer" in said
+    assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
