@@ -278,6 +278,12 @@ class TrainSection(Section):
         "keeping it in the C heap: a CPU run's peak RSS about 30% lower, its steps about 20% slower (pages are "
         "zeroed again), same values (Linux/glibc). For a run that does not fit in memory otherwise.",
     )
+    fsdp: bool = Field(
+        False,
+        description="Under a launcher with several processes: shard the trained model's weights, gradients and "
+        "optimizer states across them (FSDP full shard) instead of a whole copy per process. An accelerate config "
+        "with distributed_type: FSDP turns it on.",
+    )
     early_stopping_patience: int | None = Field(
         None,
         ge=1,

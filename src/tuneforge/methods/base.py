@@ -110,6 +110,8 @@ class Method:
             `save` wrote into the export (e.g. a classification head and its labels). None: nothing.
         trains_on_distribution: whether its collate and loss train samples that carry the base model's
             next-token distribution toward it (data.replay.target: distribution).
+        shardable: whether it can train sharded (train.fsdp): every process runs the same forward passes (a
+            method that generates text while training does not).
     """
 
     params: type[MethodParams]
@@ -135,6 +137,7 @@ class Method:
     final_eval: Callable[[Any, list[RenderedSample], MethodParams, Path], list[str]] | None = None
     export: Callable[[Path, Path], None] | None = None
     trains_on_distribution: bool = False
+    shardable: bool = True
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse impossible settings before anything loads."""

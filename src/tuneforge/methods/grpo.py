@@ -276,5 +276,6 @@ register_method(
         packing=False,
         needs=_needs,
         check=_check,
+        shardable=False,
     ),
 )

@@ -202,5 +202,6 @@ register_method(
         needs=frozen_reference,
         check=_check,
         prepare=attach_value_head,
+        shardable=False,
     ),
 )

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from tuneforge.atomic import TEMP_MARK, fsync_dir, fsync_tree, temp_dir_beside, temp_path_beside
 from tuneforge.errors import UserError
 from tuneforge.models.rundir import RunLayout, read_status
+from tuneforge.train.distributed import assign_whole
 from tuneforge.train.manifest import MANIFEST_FILE, verify_checkpoint, write_manifest
 
 __all__ = [
@@ -135,8 +136,17 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def save_checkpoint(root: Path, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Any,
+    tensors: dict[str, Any],
+    state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write checkpoint `root/step-<step>` atomically and durably (replacing an older one of that step).
+
+    The weights are `model`'s trainable parameters, or `weights` when given (a sharded run's, gathered whole).
 
     The files and their manifest go to a temporary folder, are fsynced, and the folder is renamed into place;
     on any error the temporary folder is removed and the error raised.
@@ -144,7 +154,7 @@ def save_checkpoint(root: Path, step: int, model: Any, tensors: dict[str, Any], 
     final = root / f"step-{step}"
     tmp = temp_dir_beside(final)
     try:
-        save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
+        save_file(weights if weights is not None else trainable_state(model), str(tmp / WEIGHTS_FILE))
         torch.save(tensors, tmp / TENSORS_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT}), encoding="utf-8")
         write_manifest(tmp)
@@ -200,9 +210,8 @@ def load_trainable(model: Any, path: Path) -> None:
             f"{path} holds no weights for {len(missing)} trainable parameters (e.g. {missing[0]}): it was made "
             "with another model or adapter; resume from a matching checkpoint or start afresh"
         )
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(saved[name].to(param.device, param.dtype))
+    for name, param in params.items():
+        assign_whole(param, saved[name])  # into this process's shard in a sharded run
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
@@ -248,14 +257,22 @@ class CheckpointStore:
         return self.every > 0 and step % self.every == 0
 
     def save(
-        self, step: int, model: Any, tensors: dict[str, Any], state: dict[str, Any], best_step: int | None
+        self,
+        step: int,
+        model: Any,
+        tensors: dict[str, Any],
+        state: dict[str, Any],
+        best_step: int | None,
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> Path:
-        """Save step `step`, then prune to the newest `keep` plus the best (see `best_checkpoint`).
+        """Save step `step`, then prune to the newest `keep` plus the best (see `best_checkpoint`); `weights` as in
+        `save_checkpoint`.
 
         A write that fails (e.g. a full disk) leaves the earlier checkpoints as they were and is a UserError.
         """
         try:
-            path = save_checkpoint(self.root, step, model, tensors, {**state, "fingerprints": self.fingerprints})
+            state = {**state, "fingerprints": self.fingerprints}
+            path = save_checkpoint(self.root, step, model, tensors, state, weights)
         except OSError as err:
             raise self._write_error(step, err) from err
         prune_checkpoints(self.root, self.keep, self.best_checkpoint(best_step, state.get("metrics", [])))

@@ -10,6 +10,10 @@ Exactness: the loop normalises a step's loss by the supervised units of the whol
 (`World.total`), and gradients are summed, not averaged, across them; gradient norm, clipping and the optimizer
 step then see the same gradients everywhere, so the copies stay identical. Only the main process (rank 0) writes
 the run directory.
+
+With `sharded` (train.fsdp, or an accelerate FSDP config) each process holds only a shard of every parameter,
+gradient and optimizer state (tuneforge.train.sharding): gradients are then summed by the sharding's own
+reduce-scatter, and every process runs the same number of forward passes per step.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 
 from tuneforge.errors import UserError
 
-__all__ = ["World", "join_world", "leave_world"]
+__all__ = ["World", "assign_whole", "join_world", "leave_world"]
 
 T = TypeVar("T")
 
@@ -33,7 +37,8 @@ T = TypeVar("T")
 _TIMEOUT = datetime.timedelta(hours=3)
 # Gradients are summed in buckets of at most this many elements (float32: 256 MiB) to bound the extra memory.
 _BUCKET = 1 << 26
-_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+# accelerate's FSDP sharding strategies (by name or number) that tuneforge's FSDP is: full shard
+_FULL_SHARD = {"FULL_SHARD", "1"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives run
+    sharded: bool = False  # FSDP: each process holds a shard of the trained model (tuneforge.train.sharding)
 
     @property
     def is_main(self) -> bool:
@@ -96,6 +102,15 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def most(self, value: int) -> int:
+        """The largest of every process's `value`."""
+        return max(self.gather(value))
+
+    def fillers(self, forwards: int) -> int:
+        """How many filler forward passes this process adds to its `forwards` so that every process of a sharded
+        world runs as many (each pass gathers weights from all of them); 0 when not sharded."""
+        return self.most(forwards) - forwards if self.sharded else 0
+
     def check_same(self, value: Any, what: str) -> None:
         """Stop when the processes disagree on `value` (e.g. a digest of the prepared data)."""
         values = self.gather(value)
@@ -113,6 +128,8 @@ class World:
 
         with torch.no_grad():
             for param in params:
+                if _is_sharded(param):
+                    continue  # a shard of a sharded world: its shards were cut from identical copies
                 buffer = param.data.to(self.device).contiguous()
                 dist.broadcast(buffer, src=0)
                 if buffer.data_ptr() != param.data.data_ptr():
@@ -128,7 +145,9 @@ class World:
             return
         import torch.distributed as dist
 
-        params = list(params)
+        params = [p for p in params if not _is_sharded(p)]  # the sharding reduces its gradients itself
+        if not params:
+            return
         present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=self.device)
         dist.all_reduce(present)
         used = [p for p, n in zip(params, present.tolist(), strict=True) if n > 0]
@@ -142,6 +161,25 @@ class World:
             for grad in bucket:
                 grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
                 offset += grad.numel()
+
+
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def assign_whole(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy the whole tensor `value` into `param`, or into this process's shard of it when it is sharded (a
+    collective then: every process assigns the same parameters in the same order)."""
+    value = value.to(param.device, param.dtype)
+    with torch.no_grad():
+        if _is_sharded(param):
+            from torch.distributed.tensor import distribute_tensor
+
+            param.to_local().copy_(distribute_tensor(value, param.device_mesh, param.placements).to_local())
+        else:
+            param.copy_(value)
 
 
 def _buckets(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -160,25 +198,49 @@ def _buckets(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     return buckets
 
 
-def _check_engine() -> None:
-    """A launch configured for a sharding engine (accelerate's FSDP or DeepSpeed config) is refused: the run would
-    otherwise silently train plain data-parallel with a whole model per process."""
-    for variable, engine in _ENGINES.items():
-        if os.environ.get(variable, "false").lower() == "true":
-            raise UserError(
-                f"this launch asks for {engine} ({variable}=true, from an accelerate config): tuneforge trains "
-                "data-parallel (DDP) only, with a whole model per process. Launch with torchrun or an accelerate "
-                "config with distributed_type: MULTI_GPU (see examples/distributed/)"
-            )
+def _wants_sharding(requested: bool) -> bool:
+    """Whether this launch shards the model: train.fsdp, or accelerate's FSDP config (full shard only); a DeepSpeed
+    config is refused rather than silently trained data-parallel with a whole model per process."""
+    if _env_true("ACCELERATE_USE_DEEPSPEED"):
+        raise UserError(
+            "this launch asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED=true, from an accelerate config): tuneforge "
+            "shards with FSDP instead. Launch with examples/distributed/accelerate_fsdp.yaml (distributed_type: "
+            "FSDP) or set train.fsdp: true under torchrun; DDP: distributed_type: MULTI_GPU"
+        )
+    if not _env_true("ACCELERATE_USE_FSDP"):
+        return requested
+    strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+    if strategy not in _FULL_SHARD:
+        raise UserError(
+            f"this accelerate config asks for FSDP sharding strategy {strategy}: tuneforge shards fully "
+            "(fsdp_sharding_strategy: FULL_SHARD); for no sharding use distributed_type: MULTI_GPU"
+        )
+    if os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").strip().lower() in {"false", "0", "no"}:
+        raise UserError(
+            "this accelerate config keeps FSDP's gathered weights after the forward pass (fsdp_reshard_after_forward: "
+            "false); tuneforge shards fully: set it to true"
+        )
+    if _env_true("FSDP_OFFLOAD_PARAMS"):
+        raise UserError(
+            "this accelerate config asks FSDP to offload parameters to the CPU (fsdp_offload_params: true), which "
+            "tuneforge does not do: set it to false"
+        )
+    return True
 
 
-def join_world() -> World:
+def _env_true(variable: str) -> bool:
+    return os.environ.get(variable, "false").strip().lower() in {"true", "1", "yes"}
+
+
+def join_world(fsdp: bool = False) -> World:
     """The data-parallel world the launcher set up (RANK, WORLD_SIZE, LOCAL_RANK), its process group joined:
-    gloo on CPU, NCCL with this process's GPU (LOCAL_RANK) on CUDA. `World()` without a launcher."""
+    gloo on CPU, NCCL with this process's GPU (LOCAL_RANK) on CUDA. `World()` without a launcher.
+
+    `fsdp` (train.fsdp) or an accelerate FSDP config makes it a sharded world."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    _check_engine()
+    sharded = _wants_sharding(fsdp)
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -188,7 +250,7 @@ def join_world() -> World:
         if cuda:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=_TIMEOUT)
-    return World(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, device, sharded)
 
 
 def leave_world(world: World) -> None:

@@ -43,13 +43,13 @@ def checkpoint_store(
     """Where and when the run checkpoints (train.save_steps, train.save_total_limit), stamped with `fingerprints`.
 
     When resuming, the checkpoint's fingerprints are checked against these first: a changed model, data, method,
-    adapter, batch layout, number of processes (world_size) or learning-rate schedule is an error unless `force`.
+    adapter, batch layout, number of processes (world_size), sharding (FSDP) or learning-rate schedule is an error unless `force`.
     """
     if resume is not None:
         saved = read_trainer_state(resume)
         hashed = saved.get("format", 1) < FORMAT  # written before plain values were kept
         # a checkpoint from before data-parallel runs was written by a single process
-        saved_prints = {"world_size": 1, **saved.get("fingerprints", {})}
+        saved_prints = {"world_size": 1, "sharded": False, **saved.get("fingerprints", {})}
         changed = check_compatible(saved_prints, fingerprints, resume, force, hashed)
         if changed:
             console.print(f"[yellow]--force: resuming although {', '.join(changed)} changed[/]")

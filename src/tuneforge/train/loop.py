@@ -14,7 +14,8 @@ the current step, saves a checkpoint and raises TrainingInterrupted.
 Data-parallel (`LoopContext.world` of several processes, see tuneforge.train.distributed): a step's rows are laid
 out as for one process with `batch_size` × processes rows per micro-batch, and each process trains on its slice of
 every micro-batch; the result is that single-process run's. Every process keeps the same counters and takes the
-same decisions (evaluation, early stopping, stop requests); only the main one writes checkpoints and metrics.
+same decisions (evaluation, early stopping, stop requests); only the main one writes checkpoints and metrics. A
+sharded run (FSDP, see tuneforge.train.sharding) gathers the weights and optimizer state whole for a checkpoint.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from tuneforge.train.loop_state import LoopContext, LoopResult, LoopState, Train
 from tuneforge.train.optim import build_optimizer, build_scheduler, parameter_groups, warmup_steps
 from tuneforge.train.precision import model_device, nondeterminism_error
 from tuneforge.train.settings import LoopSettings
+from tuneforge.train.sharding import full_optimizer_state, full_trainable_state, load_full_optimizer_state
 from tuneforge.train.step import evaluate, optimizer_step, prepare_model, stop_requests
 
 __all__ = ["LoopContext", "LoopResult", "TrainingInterrupted", "train_loop"]
@@ -110,8 +112,11 @@ class _Trainer:
         load_trainable(self.model, path)
         tensors = load_training_state(path)
         try:
-            self.optimizer.load_state_dict(tensors["optimizer"])
-        except ValueError as err:
+            if self.world.sharded:
+                load_full_optimizer_state(self.model, self.optimizer, tensors["optimizer"])
+            else:
+                self.optimizer.load_state_dict(tensors["optimizer"])
+        except (ValueError, KeyError) as err:
             raise UserError(
                 f"cannot restore the optimizer state of {path} ({err}); the trainable parameters or their groups "
                 "changed (adapter, train.weight_decay, train.layer_lr_decay): start afresh"
@@ -135,11 +140,14 @@ class _Trainer:
         if store is None or self.state.step == 0 or self.saved_step == self.state.step:
             return store.path(self.state.step) if store is not None and self.state.step else None
         rng = self.world.gather(capture_rng())  # every process draws from its own generators
+        sharded = self.world.sharded  # then every process takes part in gathering the weights and optimizer
+        weights = full_trainable_state(self.model, self.world) if sharded else None
+        optimizer = full_optimizer_state(self.model, self.optimizer) if sharded else self.optimizer.state_dict()
         if not self.world.is_main:
             self.saved_step = self.state.step
             return store.path(self.state.step)
         tensors = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
             "rng": rng[0],
@@ -153,7 +161,7 @@ class _Trainer:
             "metrics": self.log.records,
             "method_state": dict(self.objective.models.state),
         }
-        path = store.save(self.state.step, self.model, tensors, info, self.state.best_step)
+        path = store.save(self.state.step, self.model, tensors, info, self.state.best_step, weights)
         self.saved_step = self.state.step
         if self.context.on_eval is not None:
             self.context.on_eval()
@@ -171,6 +179,7 @@ class _Trainer:
             if micro
             for batch in collate_rows(self.objective, self.samples, micro, self.settings)
         ]
+        filler = self._fillers(group, len(batches))
         step = self.state.step + 1
         result = optimizer_step(
             self.model,
@@ -182,6 +191,7 @@ class _Trainer:
             self.optimizer,
             self.context.regularizer,
             self.world,
+            filler,
         )
         loss, norm = result.loss, result.grad_norm
         lr = self.scheduler.get_last_lr()[0]
@@ -201,6 +211,14 @@ class _Trainer:
             "tokens_per_s": s.seen_tokens / max(s.train_seconds, 1e-9),
             **result.metrics,
         }
+
+    def _fillers(self, group: list[list[list[int]]], forwards: int) -> list[Any]:
+        """A sharded run's filler batches for this process (see `optimizer_step`): copies of the step's first row."""
+        count = self.world.fillers(forwards)
+        if not count:
+            return []
+        first = collate_rows(self.objective, self.samples, group[0][:1], self.settings)[0]
+        return [to_device(first, self.device)] * count
 
     def _evaluate(self, record: dict[str, Any]) -> bool:
         """Validation loss (and the method's metrics) into `record`; True when it is the best so far.

@@ -34,6 +34,7 @@ from tuneforge.train.precision import make_deterministic, seed_everything
 from tuneforge.train.replay import replay_conversations
 from tuneforge.train.reporters import check_reporters, close_reporters, open_reporters
 from tuneforge.train.settings import LoopSettings, resume_guard, run_fingerprints
+from tuneforge.train.sharding import check_sharding, shard_model, whole_model
 from tuneforge.train.step import terminate_as_interrupt
 
 __all__ = ["RunHook", "RunOutcome", "extra_models", "run_training"]
@@ -191,7 +192,7 @@ def run_training(
     tuneforge.train.distributed): every process trains, the main one alone writes the run directory, prints and
     runs the hooks.
     """
-    world = join_world()
+    world = join_world(config.train.fsdp)
     if not world.is_main:
         console.quiet = True  # for good: this process only trains; rank 0 speaks for the run
     try:
@@ -209,11 +210,23 @@ def training_device(world: World) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _place(model: Any, world: World) -> Any:
-    """Move a model loaded on the CPU to the training device (a quantised model is already placed on its GPU)."""
+def _place(model: Any, world: World, sharded: bool = False) -> Any:
+    """Move a model loaded on the CPU to the training device (a quantised model is already placed on its GPU); a
+    model to be `sharded` stays where it is (sharding moves each process's shard there)."""
     device = training_device(world)
-    if device.type == "cuda" and next(model.parameters()).device.type == "cpu":
+    if device.type == "cuda" and next(model.parameters()).device.type == "cpu" and not sharded:
         return model.to(device)
+    return model
+
+
+def _rebuild(config: RunConfig, adapter: Any, method: Method, load_kwargs: dict[str, Any], world: World) -> Any:
+    """A fresh base model with the run's adapter (and what the method adds), on the training device: the whole
+    model a sharded run's trained weights are gathered into."""
+    m = config.model
+    fresh = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code, load_kwargs)
+    model = adapter.attach(_place(fresh.model, world), config.adapter)
+    if method.prepare is not None:
+        method.prepare(model, config.method)
     return model
 
 
@@ -234,6 +247,7 @@ def _run_training(
     load_kwargs = adapter.load_kwargs(config.adapter) if adapter.load_kwargs else {}  # fails early (QLoRA, no GPU)
     method = METHODS.get(config.method.name)
     method.check_config(config)
+    check_sharding(world, config, method, adapter)
     check_reporters(config.train.report_to)
     run_dir = Path(config.output.dir)
     # rank 0 decides where to start and prepares the run directory; the others only read it
@@ -250,7 +264,7 @@ def _run_training(
         console.print(f"loading model {config.model.name_or_path}")
         m = config.model
         loaded = load_model(m.name_or_path, m.dtype, m.attn_implementation, m.trust_remote_code, load_kwargs)
-        loaded.model = _place(loaded.model, world)
+        loaded.model = _place(loaded.model, world, world.sharded)
         train, val, report = _load_data(config, method, loaded, base_dir)
         if main:
             layout.data_report.write_text(report.full_text(), encoding="utf-8")
@@ -273,6 +287,9 @@ def _run_training(
             method.prepare(model, config.method)
         regularizer = ElasticWeights.from_model(model, keep, config.train.ewc.weight).penalty if keep else None
         trainable = describe_trainable(model)
+        if world.sharded:
+            world.broadcast_parameters(p for p in model.parameters() if p.requires_grad)
+            shard_model(model, world)
         console.print(f"adapter {config.adapter.name}: {trainable}")
         if "packing" in config.data.model_fields_set and config.data.packing and not adapter.supports_packing:
             console.print(f"note: adapter {config.adapter.name} trains on padded batches (data.packing is ignored)")
@@ -282,6 +299,7 @@ def _run_training(
         packing = config.data.packing and adapter.supports_packing and method.packing
         settings = LoopSettings.from_config(config, packing, loaded.tokenizer.pad_token_id)
         fingerprints = {**run_fingerprints(resume_guard(config), train, val), "world_size": world.size}
+        fingerprints["sharded"] = world.sharded  # a sharded run's optimizer state is laid out by parameter name
         world.check_same(fingerprints["data"], "data")
         t = config.train
         store = checkpoint_store(run_dir, t.save_steps, t.save_total_limit, fingerprints, resume, force)
@@ -292,6 +310,8 @@ def _run_training(
         if world.rank:
             seed_everything(config.train.seed + world.rank)  # own dropout masks and samples; the weights came first
         result = train_loop(model, objective, train, val, settings, metrics, context)
+        if world.sharded:  # rank 0 saves and compares a whole model, gathered from the shards
+            model = whole_model(model, world, lambda: _rebuild(config, adapter, method, load_kwargs, world))
         if not main:
             return RunOutcome(run_dir, result, [])
         plot()

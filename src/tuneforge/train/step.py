@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,13 +122,18 @@ def evaluate(
     metrics = _MetricTotals()
     for task, group in _by_dataset(samples).items():
         task_total, task_units = 0.0, 0
-        for micro in world.every_nth(micro_batches(training_rows(group, settings), settings.batch_size)):
-            for batch in collate_rows(objective, group, micro, settings):
-                with precision.autocast() if precision is not None else contextlib.nullcontext():
-                    loss_sums = objective.loss(model, to_device(batch, device))
-                task_total += float(loss_sums.loss)
-                metrics.add(loss_sums.metrics)
-                task_units += objective.count(batch)
+        micros = micro_batches(training_rows(group, settings), settings.batch_size)
+        batches = [batch for micro in world.every_nth(micros) for batch in collate_rows(objective, group, micro, settings)]
+        filler = collate_rows(objective, group, micros[0][:1], settings)[:1] * world.fillers(len(batches))
+        for batch in filler:  # a sharded run's passes that keep the processes in step
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                objective.loss(model, to_device(batch, device))
+        for batch in batches:
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                loss_sums = objective.loss(model, to_device(batch, device))
+            task_total += float(loss_sums.loss)
+            metrics.add(loss_sums.metrics)
+            task_units += objective.count(batch)
         sums[task] = (task_total, task_units)
     model.train(was_training)
     if world.parallel:
@@ -160,6 +165,7 @@ def optimizer_step(
     optimizer: torch.optim.Optimizer | None = None,
     regularizer: Callable[[Any], torch.Tensor] | None = None,
     world: World | None = None,
+    fillers: Sequence[Batch] = (),
 ) -> StepResult:
     """Forward/backward every micro-batch, normalised by the step's total units; clip and return what it measured.
 
@@ -172,6 +178,9 @@ def optimizer_step(
 
     With loss scaling (fp16) the gradients are unscaled before clipping and an overflowing norm is left to the
     scaler, which skips that update. The optimizer itself is stepped by the caller.
+
+    `fillers`: a sharded run's extra passes for a process with fewer batches than the others (their loss counts
+    zero), so that every process runs as many forward and backward passes.
     """
     amp = amp or Amp(Precision("fp32", "cpu"))
     world = world or World()
@@ -184,6 +193,10 @@ def optimizer_step(
         amp.backward(loss)
         loss_total += float(loss.detach())
         metrics.add(sums.metrics)
+    for batch in fillers:
+        with amp.precision.autocast():
+            filler_loss = objective.loss(model, batch).loss * 0.0
+        amp.backward(filler_loss)
     if world.parallel:
         loss_total, metrics = _combine(world, loss_total, metrics, objective)
     extra: dict[str, float] = {}
@@ -199,7 +212,8 @@ def optimizer_step(
     if optimizer is not None:
         amp.unscale(optimizer)
     max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a sharded run's norm is a DTensor
     if amp.scaler is None:
         check_finite(norm, "gradient norm", step)
     return StepResult(loss_total, norm, {**metrics.means(units), **extra})

@@ -66,6 +66,7 @@ class AdapterSpec:
             or hardware (QLoRA: a 4-bit model on CUDA), the unquantised equivalent.
         quantized_weight_bits: bits per element of the frozen base model's linear weights when `load_kwargs` loads
             them quantised (QLoRA: 4-bit NF4 with double-quantised scales); None: the model's dtype.
+        shardable: the model with this adapter trains sharded across processes (train.fsdp, FSDP full shard).
     """
 
     params: type[AdapterParams]
@@ -82,6 +83,7 @@ class AdapterSpec:
     load: Callable[[nn.Module, Path], nn.Module] | None = None
     estimate_apply: Callable[[nn.Module, AdapterParams], nn.Module] | None = None
     quantized_weight_bits: float | None = None
+    shardable: bool = False
 
     @property
     def can_disable(self) -> bool:

@@ -24,4 +24,4 @@ def apply_full(model: nn.Module, params: AdapterParams) -> nn.Module:
     return model
 
 
-register_adapter("full", AdapterSpec(params=FullParams, apply=apply_full, saves_full_model=True))
+register_adapter("full", AdapterSpec(params=FullParams, apply=apply_full, saves_full_model=True, shardable=True))

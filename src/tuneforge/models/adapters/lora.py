@@ -175,5 +175,6 @@ register_adapter(
         peft_type="LORA",
         parameter_groups=parameter_groups,
         save=save_lora,
+        shardable=True,
     ),
 )
