@@ -141,10 +141,10 @@ CASES = {
     ),
     "full": (
         {"stage": "sft", "finetuning_type": "full", "deepspeed": "ds_z3_config.json", "per_device_eval_batch_size": 1},
-        expected_config(["alpaca_en_demo"], {"name": "sft"}, {"name": "full"}),
+        expected_config(["alpaca_en_demo"], {"name": "sft"}, {"name": "full"}, train={"fsdp": True}),
         [
-            "deepspeed: ds_z3_config.json -- tuneforge trains data-parallel under torchrun or accelerate (README: "
-            "Scale out); DeepSpeed and FSDP are not supported",
+            "deepspeed: ds_z3_config.json -- ZeRO-3 becomes FSDP full shard: train.fsdp: true, launch with torchrun "
+            "or accelerate (README: Scale out)",
             "per_device_eval_batch_size: 1 -- not needed: the batch size does not change the validation loss "
             "(tuneforge evaluates with train.batch_size)",
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,24 @@ def test_unknown_and_null_options_are_listed() -> None:
 def test_the_unmapped_list_keeps_the_input_order() -> None:
     _, unmapped = convert_llamafactory({"plot_loss": True, "ddp_timeout": 9, "deepspeed": "ds.json", "zzz": 1})
     assert [key for key, _ in unmapped] == ["plot_loss", "ddp_timeout", "deepspeed", "zzz"]
+
+
+def test_deepspeed_zero_2_and_3_and_fsdp_become_train_fsdp(tmp_path: Path) -> None:
+    written = tmp_path / "my_deepspeed.json"  # the stage is read from the file when it is there
+    written.write_text(json.dumps({"zero_optimization": {"stage": 3}}), encoding="utf-8")
+    cases = {
+        str(written): (True, "ZeRO-3 becomes FSDP full shard"),
+        "examples/deepspeed/ds_z2_offload_config.json": (True, "ZeRO-2 becomes FSDP full shard"),
+        "examples/deepspeed/ds_z0_config.json": (None, "ZeRO-0 does not shard the model"),
+        "cluster.json": (None, "its ZeRO stage is unknown; to shard the model set train.fsdp: true"),
+    }
+    for source, (fsdp, reason) in cases.items():
+        config, unmapped = convert_llamafactory({"stage": "sft", "deepspeed": source})
+        assert config["train"].get("fsdp") is fsdp, source
+        assert unmapped[0][0] == "deepspeed" and unmapped[0][1].startswith(reason), unmapped
+    assert "CPU offload is not done" in convert_llamafactory({"deepspeed": "ds_z3_offload_config.json"})[1][0][1]
+    config, unmapped = convert_llamafactory({"stage": "sft", "fsdp": "full_shard auto_wrap"})
+    assert config["train"]["fsdp"] is True and [key for key, _ in unmapped] == ["fsdp"]
 
 
 def test_table_options_carry_their_reason_and_false_turns_them_off() -> None:

@@ -131,6 +131,7 @@ def test_every_train_key_reaches_the_loop_or_is_used_before_it() -> None:
         "report_to",
         "ewc",
         "replay",
+        "fsdp",
     }
     assert set(LOOP_TRAIN_KEYS) | before_the_loop == set(TrainSection.model_fields), (
         "a new train.* key must be a LoopSettings field (same name) or be used in train/run.py before the loop"

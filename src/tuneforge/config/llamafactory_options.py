@@ -110,13 +110,7 @@ NO_COUNTERPART: dict[str, str] = {
         "ref_model_quantization_bit",
     ),
     "ddp_timeout": "tuneforge leaves the process-group timeout to torchrun / accelerate",
-    **_each(
-        "tuneforge trains data-parallel under torchrun or accelerate (README: Scale out); DeepSpeed and FSDP are "
-        "not supported",
-        "deepspeed",
-        "fsdp",
-        "fsdp_config",
-    ),
+    "fsdp_config": "tuneforge shards every decoder layer fully under train.fsdp: true (README: Scale out)",
     **_each("tuneforge reads local data files whole (no streaming)", "streaming", "buffer_size"),
     "tool_format": "tuneforge writes tool calls in the chat template's own format",
     "default_system": "tuneforge adds no system prompt of its own: put it in the data (a system column or message)",

@@ -9,6 +9,8 @@ LLaMA-Factory's value, so that the run trains as it did there.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,8 @@ _HANDLED = (
     + ("neat_packing", "mix_strategy", "interleave_probs", "output_dir", "overwrite_output_dir", "lr_scheduler_type")
     + ("optim", "warmup_steps", "logging_steps", "save_steps", "eval_steps", "save_strategy", "save_only_model")
     + ("eval_strategy", "evaluation_strategy", "bf16", "fp16", "gradient_checkpointing", "report_to")
-    + ("disable_gradient_checkpointing", "resume_from_checkpoint", *_TRAIN, *METHOD_AND_ADAPTER_OPTIONS)
+    + ("disable_gradient_checkpointing", "resume_from_checkpoint", "deepspeed", "fsdp", *_TRAIN)
+    + METHOD_AND_ADAPTER_OPTIONS
 )
 
 
@@ -149,8 +152,37 @@ def _train(c: Conversion) -> None:
             c.skip(key, f"tuneforge takes train.{target} as a whole number of steps, not a share of the run")
     _schedule(c)
     _precision(c)
+    _sharding(c)
     _saving(c)
     _reporting(c)
+
+
+def _sharding(c: Conversion) -> None:
+    """DeepSpeed ZeRO-2/3 and FSDP shard the training state: tuneforge does that with FSDP full shard."""
+    launch = "launch with torchrun or accelerate (README: Scale out)"
+    if c.take("deepspeed"):
+        stage = _zero_stage(str(c.take("deepspeed")))
+        if stage is not None and stage >= 2:
+            c.put("train", "fsdp", True)
+            offload = "; CPU offload is not done" if "offload" in str(c.take("deepspeed")) else ""
+            c.skip("deepspeed", f"ZeRO-{stage} becomes FSDP full shard: train.fsdp: true, {launch}{offload}")
+        elif stage is not None:
+            c.skip("deepspeed", f"ZeRO-{stage} does not shard the model: tuneforge trains data-parallel, {launch}")
+        else:
+            c.skip("deepspeed", f"its ZeRO stage is unknown; to shard the model set train.fsdp: true and {launch}")
+    if c.take("fsdp"):
+        c.put("train", "fsdp", True)
+        c.skip("fsdp", f"train.fsdp: true (each decoder layer sharded fully), {launch}")
+
+
+def _zero_stage(source: str) -> int | None:
+    """The ZeRO stage of a DeepSpeed config: its zero_optimization.stage when the file is readable here, else what
+    its name says (LLaMA-Factory's examples/deepspeed/ds_z3_config.json: 3)."""
+    try:
+        return int(json.loads(Path(source).read_text(encoding="utf-8"))["zero_optimization"]["stage"])
+    except (OSError, ValueError, KeyError, TypeError):
+        found = re.search(r"(?:^|[^a-z])z(?:ero)?[_-]?([0-3])(?![0-9])", Path(source).name.lower())
+        return int(found.group(1)) if found else None
 
 
 def _schedule(c: Conversion) -> None:

@@ -123,7 +123,9 @@ def evaluate(
     for task, group in _by_dataset(samples).items():
         task_total, task_units = 0.0, 0
         micros = micro_batches(training_rows(group, settings), settings.batch_size)
-        batches = [batch for micro in world.every_nth(micros) for batch in collate_rows(objective, group, micro, settings)]
+        batches = [
+            batch for micro in world.every_nth(micros) for batch in collate_rows(objective, group, micro, settings)
+        ]
         filler = collate_rows(objective, group, micros[0][:1], settings)[:1] * world.fillers(len(batches))
         for batch in filler:  # a sharded run's passes that keep the processes in step
             with precision.autocast() if precision is not None else contextlib.nullcontext():

@@ -145,6 +145,10 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
         "立即归还释放的内存",
         "把释放的张量内存块（1 MiB 及以上）立即还给系统，而不是留在 C 堆中：CPU 训练的峰值 RSS 约降低 30%，每步约慢 20%，数值不变（Linux/glibc）。内存不够时使用。",
     ),
+    "train.fsdp": (
+        "FSDP 分片训练",
+        "由启动器启动多个进程时：把训练模型的权重、梯度和优化器状态分片到各进程（FSDP 完全分片），而不是每个进程一份完整副本。distributed_type: FSDP 的 accelerate 配置会自动开启。",
+    ),
     "train.early_stopping_patience": ("早停耐心值", "连续这么多次验证损失没有下降就停止，并保留最好的权重。"),
     "train.save_steps": (
         "保存间隔",
