@@ -71,7 +71,7 @@ def shard_model(model: torch.nn.Module, world: World) -> None:
     units.append(fully_shard(model, mesh=mesh, reshard_after_forward=True))
     for unit in units:
         unit.set_gradient_divide_factor(1.0)  # sums: the loop normalises by the units of all processes
-        if hasattr(unit, "set_force_sum_reduction_for_comms"):  # torch ≥ 2.9; NCCL has the pre-multiplied sum
+        if hasattr(unit, "set_force_sum_reduction_for_comms"):  # newer torch; NCCL has pre-multiplied sums
             unit.set_force_sum_reduction_for_comms(True)  # plain sums (gloo has no pre-multiplied sum)
 
 
