@@ -114,15 +114,40 @@ def _train(job: Job, work: Path, data: Path, model_dir: Path, env: dict[str, str
     lf = lf_runner.train(python, lf_yaml, work / "lf-out", lf_runner.tool_env(env, work), work / "lf.log", cuda)
     _check(lf)
     if "memory_bytes" in estimate and tf.returncode == 0:
-        result["estimate_vs_measured"] = {
-            "estimate_peak_bytes": estimate["memory_bytes"]["total"],
+        measured = {
             "measured_peak_bytes": tf.peak_cuda if cuda else tf.peak_rss,
-            "estimate_train_s": (estimate["seconds_per_epoch"] or 0) * job.epochs,
             "measured_train_s": tf.train_s if tf.train_s is not None else tf.wall_s,
-            "estimate_steps": estimate["total_steps"],
             "measured_steps": tf.steps,
         }
+        result["estimate_vs_measured"] = {**_estimated(estimate, job.epochs), **measured}
     return [tf, lf]
+
+
+def _estimated(estimate: dict, epochs: float) -> dict:
+    return {
+        "estimate_peak_bytes": estimate["memory_bytes"]["total"],
+        "estimate_train_s": (estimate["seconds_per_epoch"] or 0) * epochs,
+        "estimate_steps": estimate["total_steps"],
+    }
+
+
+def re_estimate(path: Path) -> None:
+    """Run `tuneforge estimate` again on a saved result's job (its work folder must still be there) and record it
+    beside the measured run: how a change to the estimate compares with what was measured."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    config = Path(result["work_dir"]) / "tf.yaml"
+    run = result["runs"].get("tuneforge") or {}
+    if not config.is_file() or run.get("returncode") != 0 or "train_s" not in run:
+        raise SystemExit(f"{path}: no measured training run with its work folder ({config}) to estimate again")
+    estimate = tf_runner.estimate(config, {**os.environ, **OFFLINE})
+    if "memory_bytes" not in estimate:
+        raise SystemExit(f"{path}: tuneforge estimate failed:\n{estimate.get('error', '')[-2000:]}")
+    epochs = job_defs.select_jobs(result["job"])[0].epochs
+    result["estimate"] = {**estimate, "recomputed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    measured = {"measured_peak_bytes": run["peak_cuda"] or run["peak_rss"], "measured_train_s": run["train_s"]}
+    result["estimate_vs_measured"] = {**_estimated(estimate, epochs), **measured, "measured_steps": run["steps"]}
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"{path}: estimate recomputed")
 
 
 def _prepare(job: Job, work: Path, data: Path, model_dir: Path, env: dict[str, str], result: dict) -> list[ToolRun]:
@@ -227,7 +252,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=None, help="use only this many rows (a quick check)")
     parser.add_argument("--out", default=str(OUT), help="folder for the results JSON (default benchmarks/results)")
     parser.add_argument("--work", default=None, help="work folder (default: a new one under the temp folder)")
+    parser.add_argument("--re-estimate", nargs="+", default=None, metavar="RESULT", help="estimate saved results again")
     args = parser.parse_args(argv)
+    for path in args.re_estimate or ():
+        re_estimate(Path(path))
+    if args.re_estimate:
+        return 0
     import torch
 
     failed = False

@@ -120,8 +120,10 @@ def note(result: dict[str, Any]) -> str:
         text += (
             f" `tuneforge estimate`: peak {estimate['estimate_peak_bytes'] / 2**30:.2f} GiB, "
             f"{_duration(estimate['estimate_train_s'])} of training vs measured "
-            f"{estimate['measured_peak_bytes'] / 2**30:.2f} GiB, {_duration(estimate['measured_train_s'])}."
+            f"{estimate['measured_peak_bytes'] / 2**30:.2f} GiB, {_duration(estimate['measured_train_s'])}"
         )
+        recomputed = (result.get("estimate") or {}).get("recomputed")
+        text += f" (estimated again {recomputed[:10]} by `harness.py --re-estimate`)." if recomputed else "."
     return text
 
 
