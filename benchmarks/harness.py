@@ -252,7 +252,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=None, help="use only this many rows (a quick check)")
     parser.add_argument("--out", default=str(OUT), help="folder for the results JSON (default benchmarks/results)")
     parser.add_argument("--work", default=None, help="work folder (default: a new one under the temp folder)")
-    parser.add_argument("--re-estimate", nargs="+", default=None, metavar="RESULT", help="estimate saved results again")
+    parser.add_argument(
+        "--re-estimate", nargs="+", default=None, metavar="RESULT", help="estimate saved results again"
+    )
     args = parser.parse_args(argv)
     for path in args.re_estimate or ():
         re_estimate(Path(path))
