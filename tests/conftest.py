@@ -56,14 +56,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(id): proves a reliability scenario of tests/scenarios.py")
 
 
+# The longest test files (minutes each: the real `make demo`, a browser, an offline install) run first, so that
+# with several test processes (make test) one starts on them while the others share out the rest.
+LONGEST_FIRST = ("e2e/test_default_model.py", "webui/test_browser.py", "e2e/test_bundle.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A scenario marker must name a known scenario."""
+    """A scenario marker must name a known scenario; the longest test files go first."""
     from scenarios import SCENARIOS
 
     for item in items:
         for mark in item.iter_markers("scenario"):
             if not mark.args or mark.args[0] not in SCENARIOS:
                 raise pytest.UsageError(f"{item.nodeid}: unknown scenario {mark.args!r}; see tests/scenarios.py")
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each file and among the others is kept
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

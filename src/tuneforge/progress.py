@@ -11,7 +11,8 @@ from rich.table import Column
 
 __all__ = ["console", "progress_bar"]
 
-console = Console(stderr=True)
+# soft_wrap: long lines (paths, commands to copy) are printed whole, not broken at the console width; tables keep it
+console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
