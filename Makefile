@@ -50,9 +50,10 @@ demo: $(STAMP)
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (module fixtures such
 # as the demo run once), each process computing on one thread: on 2 cores that is about 1.7x faster than one
 # process on two threads, which spends much of its time in single-threaded Python (imports, CLI start-up, tiny models).
+# Files are handed out in collection order, which tests/conftest.py starts with the longest (the demo).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(LLAMA_STAMP) system-tools
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py --job $(or $(JOB),all) && $(BIN)/python benchmarks/readme_table.py README.md README_zh.md
