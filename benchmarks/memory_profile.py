@@ -25,6 +25,7 @@ import torch
 
 import tuneforge.methods.sft as sft
 from tuneforge.config.load import load_config
+from tuneforge.config.schema import RunConfig
 from tuneforge.train.run import run_training
 
 SOURCE = jobs.DATA_DIR / "alpaca_en_demo.json"
@@ -76,19 +77,23 @@ def _booked(memory: PhaseMemory, name: str, function: Callable[..., Any]) -> Cal
     return wrapper
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def profiled_run(description: str) -> tuple[argparse.Namespace, RunConfig]:
+    """The command line of a profile (--rows, --steps, overrides) and the sft-lora-cpu job's config it asks for."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=24, help="rows of alpaca_en_demo.json to train on")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
     parser.add_argument("overrides", nargs="*", help="section.key=value, as for tuneforge train")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tf-memory-"))
+    work = Path(tempfile.mkdtemp(prefix="tf-profile-"))
     data = work / "rows.json"
     data.write_text(json.dumps(json.loads(SOURCE.read_text(encoding="utf-8"))[: args.rows]), encoding="utf-8")
     raw = jobs.tuneforge_config(jobs.JOBS["sft-lora-cpu"], data, "smollm2-135m-instruct", work / "run")
-    config = load_config(
-        tf_runner.write_config(raw, work / "config.yaml"), [f"train.max_steps={args.steps}", *args.overrides]
-    )
+    overrides = [f"train.max_steps={args.steps}", *args.overrides]
+    return args, load_config(tf_runner.write_config(raw, work / "config.yaml"), overrides)
+
+
+def main() -> None:
+    args, config = profiled_run(__doc__)
     with PhaseMemory() as memory:
         sft.causal_lm_loss_sum = _booked(memory, "forward", sft.causal_lm_loss_sum)
         torch.Tensor.backward = _booked(memory, "backward", torch.Tensor.backward)

@@ -10,24 +10,17 @@ time and the operations' own CPU time by kind, with the rate the matmuls reach (
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import jobs
-import tf_runner
 import torch
+from memory_profile import profiled_run
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import tuneforge.methods.sft as sft
-from tuneforge.config.load import load_config
 from tuneforge.train.run import run_training
 
-SOURCE = jobs.DATA_DIR / "alpaca_en_demo.json"
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 PHASES = ("forward", "backward", "optimizer")
 
@@ -74,17 +67,7 @@ def summarise(prof: Any) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=24, help="rows of alpaca_en_demo.json to train on")
-    parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, as for tuneforge train")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tf-time-"))
-    data = work / "rows.json"
-    data.write_text(json.dumps(json.loads(SOURCE.read_text(encoding="utf-8"))[: args.rows]), encoding="utf-8")
-    raw = jobs.tuneforge_config(jobs.JOBS["sft-lora-cpu"], data, "smollm2-135m-instruct", work / "run")
-    overrides = [f"train.max_steps={args.steps}", *args.overrides]
-    config = load_config(tf_runner.write_config(raw, work / "config.yaml"), overrides)
+    args, config = profiled_run(__doc__)
     sft.causal_lm_loss_sum = _marked("forward", sft.causal_lm_loss_sum)
     torch.Tensor.backward = _marked("backward", torch.Tensor.backward)
     torch.optim.AdamW.step = _marked("optimizer", torch.optim.AdamW.step)
