@@ -28,7 +28,7 @@ import torch
 
 from tuneforge.errors import UserError
 
-__all__ = ["World", "assign_whole", "join_world", "leave_world"]
+__all__ = ["World", "assign_whole", "is_sharded", "join_world", "leave_world"]
 
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ class World:
 
         with torch.no_grad():
             for param in params:
-                if _is_sharded(param):
+                if is_sharded(param):
                     continue  # a shard of a sharded world: its shards were cut from identical copies
                 buffer = param.data.to(self.device).contiguous()
                 dist.broadcast(buffer, src=0)
@@ -145,7 +145,7 @@ class World:
             return
         import torch.distributed as dist
 
-        params = [p for p in params if not _is_sharded(p)]  # the sharding reduces its gradients itself
+        params = [p for p in params if not is_sharded(p)]  # the sharding reduces its gradients itself
         if not params:
             return
         present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=self.device)
@@ -163,7 +163,8 @@ class World:
                 offset += grad.numel()
 
 
-def _is_sharded(tensor: torch.Tensor) -> bool:
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is one process's shard of a sharded (FSDP) parameter or gradient."""
     from torch.distributed.tensor import DTensor
 
     return isinstance(tensor, DTensor)
@@ -174,7 +175,7 @@ def assign_whole(param: torch.Tensor, value: torch.Tensor) -> None:
     collective then: every process assigns the same parameters in the same order)."""
     value = value.to(param.device, param.dtype)
     with torch.no_grad():
-        if _is_sharded(param):
+        if is_sharded(param):
             from torch.distributed.tensor import distribute_tensor
 
             param.to_local().copy_(distribute_tensor(value, param.device_mesh, param.placements).to_local())

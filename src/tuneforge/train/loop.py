@@ -142,12 +142,12 @@ class _Trainer:
         rng = self.world.gather(capture_rng())  # every process draws from its own generators
         sharded = self.world.sharded  # then every process takes part in gathering the weights and optimizer
         weights = full_trainable_state(self.model, self.world) if sharded else None
-        optimizer = full_optimizer_state(self.model, self.optimizer) if sharded else self.optimizer.state_dict()
+        optimizer = full_optimizer_state(self.model, self.optimizer) if sharded else None
         if not self.world.is_main:
             self.saved_step = self.state.step
             return store.path(self.state.step)
         tensors = {
-            "optimizer": optimizer,
+            "optimizer": optimizer if sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
             "rng": rng[0],

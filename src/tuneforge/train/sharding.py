@@ -26,7 +26,7 @@ from tuneforge.methods import METHODS
 from tuneforge.methods.base import Method
 from tuneforge.models.adapters import ADAPTERS, AdapterSpec
 from tuneforge.models.adapters.base import find_decoder_layers
-from tuneforge.train.distributed import World
+from tuneforge.train.distributed import World, is_sharded
 
 __all__ = [
     "check_sharding",
@@ -75,12 +75,6 @@ def shard_model(model: torch.nn.Module, world: World) -> None:
             unit.set_force_sum_reduction_for_comms(True)  # plain sums (gloo has no pre-multiplied sum)
 
 
-def _sharded(tensor: torch.Tensor) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
-
-
 def full_trainable_state(model: torch.nn.Module, world: World) -> dict[str, torch.Tensor]:
     """The trainable parameters whole, as contiguous CPU tensors, on rank 0 ({} on the others). Collective: every
     process calls it."""
@@ -88,7 +82,7 @@ def full_trainable_state(model: torch.nn.Module, world: World) -> dict[str, torc
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        whole = param.full_tensor() if _sharded(param) else param
+        whole = param.full_tensor() if is_sharded(param) else param
         if world.is_main:
             state[name] = whole.detach().to("cpu", copy=True).contiguous()
     return state
