@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 
 from rich.table import Table
@@ -11,13 +10,9 @@ from tuneforge.progress import console
 
 
 def printed(*renderables: object) -> str:
-    buffer, saved = io.StringIO(), console.file
-    console.file = buffer
-    try:
+    with console.capture() as captured:  # leaves the console's own output stream untouched
         console.print(*renderables)
-    finally:
-        console.file = saved
-    return re.sub(r"\x1b\[[0-9;]*m", "", buffer.getvalue())
+    return re.sub(r"\x1b\[[0-9;]*m", "", captured.get())
 
 
 def test_a_long_path_or_command_is_printed_on_one_line_not_broken_at_the_width() -> None:
