@@ -223,6 +223,7 @@ def stop_then_resume(work: Path, model_dir: Path, reference: Path, stop: signal.
     assert f"continue with: tuneforge train {config} --resume" in text
     assert (run_dir / "checkpoints" / f"step-{step}" / "trainer_state.json").is_file()
     assert read_metrics(run_dir)[-1]["step"] == step  # nothing trained after the saved step
+    assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"  # the curve up to the stop, drawn on the way out
     record = status(run_dir)
     assert record["status"] == "interrupted" and record["error"] == f"interrupted by {stop.name} after step {step}"
 

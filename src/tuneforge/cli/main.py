@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -101,5 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> int:
+    """The `tuneforge` command: `main`, then an exit that skips the interpreter's last sweep over every object.
+
+    With torch and transformers imported, that sweep (the collection of reference cycles while modules are torn
+    down) took about 1.5 s of every command's exit on a 2-core machine; frozen objects are left to the operating
+    system, which frees the whole process anyway. Exit handlers and buffered output still run as usual.
+    """
+    status = main()
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

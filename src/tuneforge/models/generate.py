@@ -11,7 +11,12 @@ from tuneforge.data.render import render_text
 from tuneforge.models.adapters import adapter_of
 from tuneforge.progress import progress_bar
 
-__all__ = ["Reply", "generate_new_tokens", "generate_replies", "stop_token_ids"]
+__all__ = ["Reply", "generate_new_tokens", "generate_replies", "generation_batch_size", "stop_token_ids"]
+
+# A generation batch holds at most this many prompt + answer tokens (its cache: about 2 GB for a 7B model in bf16),
+# and at most MAX_GENERATION_BATCH answers. On CPU a batch of 32 short answers took half the time of 4 batches of 8.
+GENERATION_TOKENS_PER_BATCH = 4096
+MAX_GENERATION_BATCH = 32
 
 
 @dataclass
@@ -105,12 +110,18 @@ def _generate_batch(
     return replies
 
 
+def generation_batch_size(prompt_tokens: list[int], max_new_tokens: int) -> int:
+    """How many answers to generate at once: as many as fit the token budget with the longest prompt, up to 32."""
+    longest = max(prompt_tokens, default=0) + max_new_tokens
+    return max(1, min(MAX_GENERATION_BATCH, GENERATION_TOKENS_PER_BATCH // max(longest, 1)))
+
+
 def generate_replies(
     model: Any,
     tokenizer: Any,
     conversations: list[list[dict[str, Any]]],
     max_new_tokens: int,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     description: str | None = None,
     temperature: float = 0.0,
     seed: int = 0,
@@ -118,10 +129,13 @@ def generate_replies(
     """Answers to each conversation (list of role/content dicts), in input order, with a progress bar.
 
     Greedy by default; with a `temperature` above 0 each answer is sampled from the model's distribution at that
-    temperature (no top-k or top-p cut), reproducibly from `seed` without touching the global random state.
+    temperature (no top-k or top-p cut), reproducibly from `seed` (and `batch_size`) without touching the global
+    random state. `batch_size` None: `generation_batch_size` of the prompts.
     """
     texts = [render_text(tokenizer, c, generation=True) for c in conversations]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    batch_size = batch_size or generation_batch_size(lengths, max_new_tokens)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     replies: list[Reply | None] = [None] * len(texts)
     was_training = model.training
     model.eval()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from tuneforge.atomic import atomic_write_text
 from tuneforge.errors import UserError
 
-__all__ = ["MetricsLog", "check_finite", "loss_curves", "plot_losses"]
+__all__ = ["LossPlot", "MetricsLog", "check_finite", "loss_curves", "plot_losses"]
 
 
 def check_finite(value: float, what: str, step: int) -> None:
@@ -88,3 +89,25 @@ def plot_losses(log: MetricsLog, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+class LossPlot:
+    """loss.png of a run: redrawn during training at most once every `interval` seconds, and whenever finished.
+
+    A redraw costs about 0.1 s (the first, importing matplotlib, about 0.6 s): after every validation and checkpoint
+    of a short run that was most of its time. The curves are in metrics.jsonl as soon as they are logged.
+    """
+
+    def __init__(self, log: MetricsLog, path: Path, title: str, interval: float = 30.0) -> None:
+        self.log, self.path, self.title, self.interval = log, path, title, interval
+        self.drawn_at = time.monotonic()  # the first redraw comes `interval` seconds into training
+
+    def __call__(self) -> None:
+        """Redraw when the last drawing is older than the interval."""
+        if time.monotonic() - self.drawn_at >= self.interval:
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw now."""
+        plot_losses(self.log, self.path, self.title)
+        self.drawn_at = time.monotonic()

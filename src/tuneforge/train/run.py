@@ -23,7 +23,7 @@ from tuneforge.models.rundir import RunLayout, prepare_run_dir, save_model, writ
 from tuneforge.paths import data_cache_dir, replay_cache_dir
 from tuneforge.progress import console
 from tuneforge.train.base_distribution import record_base_distributions
-from tuneforge.train.callbacks import MetricsLog, plot_losses
+from tuneforge.train.callbacks import LossPlot, MetricsLog
 from tuneforge.train.distributed import World, join_world, leave_world
 from tuneforge.train.environment import write_environment
 from tuneforge.train.ewc import ElasticWeights, general_samples
@@ -257,6 +257,7 @@ def _run_training(
     run_dir = prepare_run_dir(config) if main else run_dir
     layout = RunLayout(run_dir)
     reporters: list[Any] = []
+    plot: LossPlot | None = None
     try:
         if main:
             _record_environment(layout, config, resumed=resume is not None)
@@ -295,7 +296,7 @@ def _run_training(
             console.print(f"note: adapter {config.adapter.name} trains on padded batches (data.packing is ignored)")
 
         metrics = MetricsLog(layout.metrics if main else None)
-        plot = lambda: plot_losses(metrics, layout.loss_plot, f"{run_dir.name}: {config.method.name}")  # noqa: E731
+        plot = LossPlot(metrics, layout.loss_plot, f"{run_dir.name}: {config.method.name}")
         packing = config.data.packing and adapter.supports_packing and method.packing
         settings = LoopSettings.from_config(config, packing, loaded.tokenizer.pad_token_id)
         fingerprints = {**run_fingerprints(resume_guard(config), train, val), "world_size": world.size}
@@ -314,7 +315,7 @@ def _run_training(
             model = whole_model(model, world, lambda: _rebuild(config, adapter, method, load_kwargs, world))
         if not main:
             return RunOutcome(run_dir, result, [])
-        plot()
+        plot.draw()
         model.eval()
         save_model(model, loaded.tokenizer, layout.model)
         if method.save is not None:
@@ -325,6 +326,8 @@ def _run_training(
         reports = [r for hook in hooks if (r := hook.after_training(model, loaded.tokenizer, layout)) is not None]
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        if main and plot is not None and state == "interrupted":
+            plot.draw()  # the curve up to the checkpoint just saved
         if main:
             write_status(run_dir, state, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
