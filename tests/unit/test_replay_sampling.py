@@ -99,3 +99,18 @@ def test_several_greedy_answers_are_refused():
     with pytest.raises(ValueError, match="data.replay.temperature above 0"):
         ReplaySection(answers=2, temperature=0)
     assert ReplaySection(answers=2).answers == 2
+
+
+def test_sampled_answers_keep_batches_of_eight_and_greedy_ones_do_not_depend_on_the_batching(tiny):
+    """A seed's sampled answers stay what they were (cached self-replay answers, the demo's measurements); greedy
+    answers come in larger batches and are the answers one at a time would give."""
+    model, tokenizer = tiny
+    conversations = [[{"role": "user", "content": f"Tell me about the number {i}, briefly."}] for i in range(20)]
+
+    def texts(batch_size: int | None, temperature: float) -> list[str]:
+        replies = generate_replies(model, tokenizer, conversations, 10, batch_size, temperature=temperature, seed=5)
+        return [r.text for r in replies]
+
+    sampled = texts(None, 1.0)
+    assert sampled == texts(8, 1.0) and sampled != texts(20, 1.0)
+    assert texts(None, 0.0) == texts(1, 0.0)
