@@ -26,7 +26,7 @@ def score_predictions(predictions: list[str], references: list[str]) -> dict[str
 
 
 def predict_and_score(
-    model: Any, tokenizer: Any, conversations: list[Conversation], max_new_tokens: int, batch_size: int = 8
+    model: Any, tokenizer: Any, conversations: list[Conversation], max_new_tokens: int, batch_size: int | None = None
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """(metrics, one {prompt, reference, prediction, source} row per conversation)."""
     usable = [c for c in conversations if c.kind in ("chat", "kto") and c.messages[-1].role == "assistant"]
