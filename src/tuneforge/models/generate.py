@@ -136,9 +136,11 @@ def generate_replies(
     random state. `batch_size` None: `generation_batch_size` of the prompts when greedy, SAMPLING_BATCH when sampled.
     """
     texts = [render_text(tokenizer, c, generation=True) for c in conversations]
-    if batch_size is None:
+    if batch_size is None and temperature > 0:
+        batch_size = SAMPLING_BATCH
+    elif batch_size is None:
         prompt_tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
-        batch_size = SAMPLING_BATCH if temperature > 0 else generation_batch_size(prompt_tokens, max_new_tokens)
+        batch_size = generation_batch_size(prompt_tokens, max_new_tokens)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     replies: list[Reply | None] = [None] * len(texts)
     was_training = model.training
