@@ -13,6 +13,7 @@ flight finish (up to --drain-timeout seconds) and exits with status 0; a first C
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import signal
@@ -20,7 +21,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HELP", "KEY_ENV", "NAME", "add_parser", "is_loopback", "resolve_api_key", "run"]
+__all__ = [
+    "HELP",
+    "KEY_ENV",
+    "NAME",
+    "add_parser",
+    "announcing_server",
+    "check_port_free",
+    "is_loopback",
+    "resolve_api_key",
+    "run",
+]
 
 KEY_ENV = "TUNEFORGE_API_KEY"
 
@@ -132,6 +143,27 @@ def resolve_api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before the model loads, an address this process cannot bind (taken, not this machine's, privileged)."""
+    import socket
+
+    from tuneforge.errors import UserError
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {host}: not an address of this machine ({err})") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            try:
+                probe.bind(address)
+            except OSError as err:
+                taken = err.errno == errno.EADDRINUSE
+                advice = "another server is using it: stop it or pick another --port" if taken else err.strerror
+                raise UserError(f"cannot listen on {host}:{port}: {advice}") from None
+
+
 def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
     from tuneforge.errors import UserError
 
@@ -151,6 +183,7 @@ def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     api_key = resolve_api_key(args)
     _check_args(args, api_key)
+    check_port_free(args.host, args.port)
     import uvicorn
 
     from tuneforge.progress import console
@@ -167,14 +200,31 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_timeout
     )
-    server = uvicorn.Server(config)
-    console.print(
+    announcement = (
         f"serving {', '.join(catalog.ids())} on http://{args.host}:{args.port}/v1 with {type(engine).__name__} "
         "(POST /v1/chat/completions, /v1/completions; GET /v1/models, /generate, /health)"
         + ("" if api_key else "; no API key: this machine only")
     )
+    server = announcing_server(config, lambda: console.print(announcement))
     _serve_until_signalled(server)
     return 0
+
+
+def announcing_server(config: Any, announce: Any) -> Any:
+    """A uvicorn server that calls `announce()` once its socket listens, not before.
+
+    Whoever reads the address from the log (the web UI, a script) may connect at once; a port already taken
+    fails uvicorn's start-up and nothing is announced.
+    """
+    import uvicorn
+
+    class _AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                announce()
+
+    return _AnnouncingServer(config)
 
 
 def _serve_until_signalled(server: Any) -> None:
