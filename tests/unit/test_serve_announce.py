@@ -92,3 +92,10 @@ def test_an_address_of_another_machine_is_refused(capsys: Any) -> None:
     assert "cannot listen on 192.0.2.1:8000: Cannot assign requested address" in " ".join(
         capsys.readouterr().err.split()
     )
+
+
+def test_a_host_name_that_does_not_resolve_is_refused(capsys: Any) -> None:
+    from tuneforge.cli.main import main
+
+    assert main(["serve", "no-such-model-is-loaded", "--host", "no-such-host.invalid", "--api-key", "k"]) == 2
+    assert "--host no-such-host.invalid: cannot resolve this name" in " ".join(capsys.readouterr().err.split())
