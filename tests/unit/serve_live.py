@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tuneforge.data.messages import Conversation
 from tuneforge.serve.engines.base import Engine, Job, Tokens
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -116,8 +117,8 @@ class SlowEngine(Engine):
         self.started: list[Job] = []
         self.lock = threading.Lock()
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.encode_text(messages[-1]["content"])
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        return self.encode_text(conversation.messages[-1].content)
 
     def encode_text(self, text: str) -> list[int]:
         return [ord(c) - ord("a") for c in text if "a" <= c <= "z"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tuneforge.data.messages import Conversation, Message
 from tuneforge.serve.engines.base import Job
 from tuneforge.serve.engines.transformers_engine import TransformersEngine
 from tuneforge.serve.loading import open_engine
@@ -49,7 +50,7 @@ def engine(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
 
 def _jobs(engine: TransformersEngine, adapter: str | None, **options: object) -> list[Job]:
     return [
-        Job(engine.encode_chat([{"role": "user", "content": q}]), 4 + 3 * i, adapter, **options)  # type: ignore[arg-type]
+        Job(engine.encode_chat(Conversation([Message("user", q)])), 4 + 3 * i, adapter, **options)  # type: ignore[arg-type]
         for i, q in enumerate(QUESTIONS)
     ]
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tuneforge.data.messages import Conversation
 from tuneforge.serve.engines.base import Engine, Job, Tokens
 from tuneforge.serve.scheduler import QueueFull, Scheduler, Unservable
 
@@ -26,8 +27,8 @@ class EchoEngine(Engine):
         self.gate.set()
         self.entered = threading.Event()
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.encode_text(messages[-1]["content"])
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        return self.encode_text(conversation.messages[-1].content)
 
     def encode_text(self, text: str) -> list[int]:
         return [BOOM] if text == "boom" else [ord(c) - ord("a") for c in text if c.isalpha()]

@@ -21,15 +21,13 @@ from typing import Any
 
 from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.render import conversation_text
+from tuneforge.data.tool_calls import PROBE_CALLS, split_call
 from tuneforge.errors import UserError
 
 __all__ = ["ResultsTemplate", "ToolWrappers", "read_tool_wrappers", "tool_calls_template", "tool_results_template"]
 
 _USER, _CONTENT, _RESULTS = "USERQZXW", "CONTENTQZXW", ("RESULTONEQZXW", "RESULTTWOQZXW")
-_CALLS = (
-    {"name": "fnoneqzxw", "arguments": {"aqzxw": "one", "bqzxw": 1}},
-    {"name": "fntwoqzxw", "arguments": {"aqzxw": "two", "bqzxw": 2}},
-)
+_CALLS = PROBE_CALLS
 
 # Arguments printed as Python's json.dumps writes a dict ({"a": 1, "b": 2}), keys in Go's (sorted) map order.
 _SPACED_ARGUMENTS = (
@@ -61,13 +59,6 @@ def _between(text: str, start: str, end: str, what: str) -> str:
     return text[len(start) : len(text) - len(end)]
 
 
-def _once(text: str, *candidates: str) -> tuple[int, str]:
-    for candidate in candidates:
-        if text.count(candidate) == 1:
-            return text.index(candidate), candidate
-    raise UserError(f"cannot find one tool call's {candidates[0]} in its rendering {text!r}")
-
-
 def read_tool_wrappers(tokenizer: Any, assistant_prefix: str, assistant_suffix: str) -> ToolWrappers:
     """Read the tool-call and tool-result text of the training rendering; UserError when it has no fixed form."""
 
@@ -82,17 +73,16 @@ def read_tool_wrappers(tokenizer: Any, assistant_prefix: str, assistant_suffix: 
         return _between(turn, head, assistant_suffix, "assistant turn with tool calls")
 
     one = calls_text("", _CALLS[:1])
-    name_at, name = _once(one, json.dumps(_CALLS[0]["name"]), _CALLS[0]["name"])
-    arguments = _CALLS[0]["arguments"]
-    args_at, args = _once(one, json.dumps(arguments, ensure_ascii=False), json.dumps(arguments, separators=(",", ":")))
-    if args_at < name_at + len(name):
-        raise UserError("the chat template writes a tool call's arguments before its name")
-    prefix, infix, suffix = one[:name_at], one[name_at + len(name) : args_at], one[args_at + len(args) :]
+    try:
+        pieces = split_call(one, _CALLS[0])
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    prefix, infix, suffix = pieces.prefix, pieces.infix, pieces.suffix
 
     def call(index: int) -> str:
         c = _CALLS[index]
-        text_name = json.dumps(c["name"]) if name.startswith('"') else c["name"]
-        separators = (", ", ": ") if ", " in args else (",", ":")
+        text_name = json.dumps(c["name"]) if pieces.quoted_name else c["name"]
+        separators = (", ", ": ") if pieces.spaced_arguments else (",", ":")
         return prefix + text_name + infix + json.dumps(c["arguments"], separators=separators) + suffix
 
     separator = _between(calls_text("", _CALLS), call(0), call(1), "text between two tool calls")
@@ -100,7 +90,7 @@ def read_tool_wrappers(tokenizer: Any, assistant_prefix: str, assistant_suffix: 
     if calls_text(_CONTENT, _CALLS) != _CONTENT + content_separator + call(0) + separator + call(1):
         raise UserError("the text of several tool calls does not follow from that of one")
     return ToolWrappers(
-        prefix, infix, suffix, name.startswith('"'), ", " in args, separator, content_separator,
+        prefix, infix, suffix, pieces.quoted_name, pieces.spaced_arguments, separator, content_separator,
         *_result_wrappers(render, user, assistant_prefix),
     )  # fmt: skip
 

@@ -1,6 +1,8 @@
 """OpenAI request and response shapes (the subset tuneforge serves), and OpenAI-style errors.
 
-Request fields outside this subset (logprobs, penalties, tools, ...) are ignored. `ignore_eos` is an extension
+Request fields outside this subset (logprobs, penalties, response_format, ...) are ignored. `tools` and tool
+messages are rendered as in training; `tool_choice` is "auto" (the default) or "none" (tools left out, answers not
+read for calls): a server cannot force a call, so "required" or a named function is a 400. `ignore_eos` is an extension
 (as in vLLM): generate exactly `max_tokens` tokens. Requests are checked here, before any work, so that a bad one is
 a 400 naming its field: `seed` is a signed 64-bit integer as in OpenAI's API; text must be valid Unicode (JSON lets
 lone surrogates such as "\\ud800" through, which no tokeniser can encode); a completion prompt must not be empty;
@@ -9,12 +11,17 @@ lone surrogates such as "\\ud800" through, which no tokeniser can encode); a com
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from tuneforge.data.formats.base import tool_call
+from tuneforge.data.formats.sharegpt import parse_tools
+from tuneforge.data.messages import Conversation, Message, RowError
+from tuneforge.data.tool_calls import CallPieces, split_tool_calls
 from tuneforge.serve.text import Completion
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "ChatRequest",
     "CompletionRequest",
     "TextChunks",
+    "ToolChatChunks",
     "chat_response",
     "error_body",
     "text_response",
@@ -82,6 +90,9 @@ def _as_list(value: Any) -> Any:
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
     @field_validator("content")
     @classmethod
@@ -144,12 +155,50 @@ class SamplingRequest(BaseModel):
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_the_model_makes(cls, choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if choice not in (None, "auto", "none"):
+            raise ValueError(
+                f"{json.dumps(choice)} is not served: the model decides whether to call a tool; "
+                'give "auto" (the default) or "none"'
+            )
+        return choice
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def template_messages(self) -> list[dict[str, str]]:
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+    def uses_tools(self) -> bool:
+        """True when the prompt lists tools and answers are read for tool calls."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def conversation(self) -> Conversation:
+        """The messages (and tools, unless tool_choice is "none") as the conversation training renders."""
+        messages = [_message(m, f"messages.{i}") for i, m in enumerate(self.messages)]
+        try:
+            tools = parse_tools(self.tools) if self.uses_tools() else None
+        except RowError as err:
+            raise ApiError(400, err.detail, param="tools") from None
+        return Conversation(messages=messages, tools=tools)
+
+
+def _message(message: ChatMessage, where: str) -> Message:
+    role = "system" if message.role == "developer" else message.role
+    if message.tool_calls and role != "assistant":
+        raise ApiError(400, f"{where}: only assistant messages carry tool_calls", param=f"{where}.tool_calls")
+    calls = []
+    for index, call in enumerate(message.tool_calls or []):
+        function = call.get("function")
+        try:
+            if not isinstance(function, dict):
+                raise RowError("malformed field", "a tool call needs a function with a name and arguments")
+            calls.append(tool_call(function.get("name"), function.get("arguments"), f"{where}.tool_calls.{index}"))
+        except RowError as err:
+            raise ApiError(400, err.detail, param=f"{where}.tool_calls.{index}") from None
+    return Message(role, message.text(), tool_calls=calls or None)
 
 
 class CompletionRequest(SamplingRequest):
@@ -192,13 +241,20 @@ def _usage(prompt_tokens: int, completions: list[Completion]) -> dict[str, int]:
     }
 
 
-def chat_response(model: str, completions: list[Completion], prompt_tokens: int) -> dict[str, Any]:
-    """A complete `chat.completion` object with one choice per completion."""
+def chat_response(
+    model: str, completions: list[Completion], prompt_tokens: int, tool_calls: CallPieces | None = None
+) -> dict[str, Any]:
+    """A complete `chat.completion` object with one choice per completion; with `tool_calls` (how the model writes
+    them), an answer ending in calls has them as `tool_calls` and finish_reason "tool_calls"."""
     ident, created = _new_id("chatcmpl")
-    choices = [
-        {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish}
-        for i, c in enumerate(completions)
-    ]
+    choices = []
+    for index, completion in enumerate(completions):
+        content, calls = split_tool_calls(completion.text, tool_calls)
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+        if calls:
+            message = {"role": "assistant", "content": content or None, "tool_calls": _call_objects(calls)}
+        finish = "tool_calls" if calls else completion.finish
+        choices.append({"index": index, "message": message, "finish_reason": finish})
     return {
         "id": ident,
         "object": "chat.completion",
@@ -207,6 +263,18 @@ def chat_response(model: str, completions: list[Completion], prompt_tokens: int)
         "choices": choices,
         "usage": _usage(prompt_tokens, completions),
     }
+
+
+def _call_objects(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's tool call objects; the arguments as JSON text."""
+    return [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
+        }
+        for call in calls
+    ]
 
 
 def text_response(model: str, completions: list[Completion], prompt_tokens: int) -> dict[str, Any]:
@@ -235,11 +303,11 @@ class ChatChunks:
     def opening(self) -> list[dict[str, Any]]:
         return [self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
 
-    def piece(self, text: str) -> dict[str, Any]:
+    def piece(self, text: str) -> dict[str, Any] | None:
         return self._chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
 
-    def closing(self, completion: Completion) -> dict[str, Any]:
-        return self._chunk([{"index": 0, "delta": {}, "finish_reason": completion.finish}])
+    def closing(self, completion: Completion) -> list[dict[str, Any]]:
+        return [self._chunk([{"index": 0, "delta": {}, "finish_reason": completion.finish}])]
 
     def usage(self, prompt_tokens: int, completion: Completion) -> dict[str, Any]:
         return {**self._chunk([]), "usage": _usage(prompt_tokens, [completion])}
@@ -254,6 +322,27 @@ class ChatChunks:
         }
 
 
+class ToolChatChunks(ChatChunks):
+    """A streamed chat answer that may end in tool calls: text cannot be told from a call before the answer ends,
+    so the answer comes in its closing chunks (content, then the calls)."""
+
+    def __init__(self, model: str, tool_calls: CallPieces | None) -> None:
+        super().__init__(model)
+        self.tool_calls = tool_calls
+
+    def piece(self, text: str) -> dict[str, Any] | None:
+        return None
+
+    def closing(self, completion: Completion) -> list[dict[str, Any]]:
+        content, calls = split_tool_calls(completion.text, self.tool_calls)
+        chunks = [self._chunk([{"index": 0, "delta": {"content": content}, "finish_reason": None}])] if content else []
+        if not calls:
+            return chunks + super().closing(completion)
+        deltas = [{"index": i, **call} for i, call in enumerate(_call_objects(calls))]
+        chunks.append(self._chunk([{"index": 0, "delta": {"tool_calls": deltas}, "finish_reason": None}]))
+        return [*chunks, self._chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])]
+
+
 class TextChunks(ChatChunks):
     """The `text_completion` objects of one streamed text completion."""
 
@@ -264,11 +353,11 @@ class TextChunks(ChatChunks):
     def opening(self) -> list[dict[str, Any]]:
         return []
 
-    def piece(self, text: str) -> dict[str, Any]:
+    def piece(self, text: str) -> dict[str, Any] | None:
         return self._chunk([{"index": 0, "text": text, "finish_reason": None, "logprobs": None}])
 
-    def closing(self, completion: Completion) -> dict[str, Any]:
-        return self._chunk([{"index": 0, "text": "", "finish_reason": completion.finish, "logprobs": None}])
+    def closing(self, completion: Completion) -> list[dict[str, Any]]:
+        return [self._chunk([{"index": 0, "text": "", "finish_reason": completion.finish, "logprobs": None}])]
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+from tuneforge.data.messages import Conversation, Message
 from tuneforge.serve.catalog import Catalog, UnknownModel
 from tuneforge.serve.engines.base import Engine, Job
 from tuneforge.serve.protocol import (
@@ -23,6 +24,7 @@ from tuneforge.serve.protocol import (
     CompletionRequest,
     SamplingRequest,
     TextChunks,
+    ToolChatChunks,
     chat_response,
     error_body,
     text_response,
@@ -49,11 +51,13 @@ class Service:
         """A chat completion (or its event stream)."""
         adapter = self.adapter(body.model)
         self.check_fits(body, prompts=1)
-        prompt = await self.encode_chat(body.template_messages())
+        prompt = await self.encode_chat(body.conversation())
+        tool_calls = self.engine.tool_call_pieces() if body.uses_tools() else None
         if body.stream:
-            return self.stream(body, prompt, adapter, "messages", ChatChunks(body.model))
+            chunks = ToolChatChunks(body.model, tool_calls) if body.uses_tools() else ChatChunks(body.model)
+            return self.stream(body, prompt, adapter, "messages", chunks)
         [answers] = await self.run([self.job(body, prompt, adapter, "messages")], receive)
-        return chat_response(body.model, answers, len(prompt))
+        return chat_response(body.model, answers, len(prompt), tool_calls)
 
     async def completions(self, body: CompletionRequest, receive: Receive) -> Any:
         """A text completion of one or more prompts (or the event stream of one)."""
@@ -76,7 +80,7 @@ class Service:
     async def simple(self, text: str, max_tokens: int | None, model: str, receive: Receive) -> dict[str, str]:
         """One chat-templated answer to `text`, as {"text", "model", "finish_reason"}."""
         adapter = self.adapter(model)
-        prompt = await self.encode_chat([{"role": "user", "content": text}])
+        prompt = await self.encode_chat(Conversation(messages=[Message("user", text)]))
         job = Job(prompt, self.limit(max_tokens, prompt, "prompt"), adapter)
         [[completion]] = await self.run([job], receive)
         return {"text": completion.text, "model": model, "finish_reason": completion.finish}
@@ -107,10 +111,10 @@ class Service:
         except Exception as err:  # the request's content is what the template or tokeniser refused
             raise ApiError(400, f"{failure}: {type(err).__name__}: {err}", param=param) from None
 
-    async def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of `messages` rendered with the chat template, off the event loop."""
+    async def encode_chat(self, conversation: Conversation) -> list[int]:
+        """Token ids of `conversation` rendered with the chat template as in training, off the event loop."""
         failure = "cannot render these messages with the chat template"
-        return await self.off_loop(lambda: self.engine.encode_chat(messages), "messages", failure)
+        return await self.off_loop(lambda: self.engine.encode_chat(conversation), "messages", failure)
 
     def limit(self, requested: int | None, prompt: list[int], param: str) -> int:
         """The answer's token limit: as requested, or the default shortened to the room the context leaves."""
@@ -227,7 +231,8 @@ async def _events(
         for chunk in chunks.opening():
             yield _sse(chunk)
         while (piece := await pieces.get()) is not None:
-            yield _sse(chunks.piece(piece))
+            if (chunk := chunks.piece(piece)) is not None:
+                yield _sse(chunk)
         if job.future.cancelled():
             yield _sse(error_body("the server is shutting down", "server_error", None, "shutting_down"))
             return
@@ -240,7 +245,8 @@ async def _events(
                 )
             )
             return
-        yield _sse(chunks.closing(completion))
+        for chunk in chunks.closing(completion):
+            yield _sse(chunk)
         if include_usage:
             yield _sse(chunks.usage(prompt_tokens, completion))
         yield "data: [DONE]\n\n"

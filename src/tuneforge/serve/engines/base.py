@@ -9,6 +9,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.data.messages import Conversation
+from tuneforge.data.render import conversation_text
+from tuneforge.data.tool_calls import CallPieces, read_call_pieces
 from tuneforge.registry import Registry
 from tuneforge.serve.text import Completion, TextStream
 
@@ -79,8 +82,17 @@ class Engine(ABC):
     adapter_names: tuple[str, ...] = ()
 
     @abstractmethod
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of `messages` rendered with the chat template, ending with the assistant's turn opening."""
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        """Token ids of `conversation` rendered with the chat template as in training (tools included), ending with
+        the assistant's turn opening."""
+
+    def tool_call_pieces(self) -> CallPieces | None:
+        """How this model writes tool calls (its chat template's form, read once); None: answers are not read for
+        calls (no tokenizer with a chat template, or calls without a fixed form)."""
+        if not hasattr(self, "_tool_call_pieces"):
+            tokenizer = getattr(self, "tokenizer", None)
+            self._tool_call_pieces = read_call_pieces(tokenizer) if tokenizer is not None else None
+        return self._tool_call_pieces
 
     @abstractmethod
     def encode_text(self, text: str) -> list[int]:
@@ -125,10 +137,8 @@ class HFTokenizerEngine(Engine):
 
     tokenizer: Any
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        from tuneforge.data.render import render_text
-
-        text = render_text(self.tokenizer, messages, generation=True)
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        text = conversation_text(self.tokenizer, conversation, generation=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode_text(self, text: str) -> list[int]:

@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tuneforge.data.render import render_text
+from tuneforge.data.messages import Conversation
+from tuneforge.data.render import conversation_text
 from tuneforge.errors import UserError
 from tuneforge.serve.engines.base import ENGINES, Engine, EngineSpec, Job, Tokens
 from tuneforge.serve.plan import Plan, gguf_file
@@ -33,8 +34,8 @@ class LlamaCppEngine(Engine):
         self.context_length = int(self.llm.n_ctx())
         self._eos = {self.llm.token_eos(), self.tokenizer.eos_token_id}
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        text = render_text(self.tokenizer, messages, generation=True)
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        text = conversation_text(self.tokenizer, conversation, generation=True)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def encode_text(self, text: str) -> list[int]:
