@@ -78,7 +78,14 @@ CASES = [
     Case("n as text", CHAT, _chat(n="many"), 400, "n"),
     Case("temperature as text", CHAT, _chat(temperature="hot"), 400, "temperature"),
     Case("prompt as a number", TEXT, _text(prompt=5), 400, "prompt"),
-    Case("prompt as token ids", TEXT, _text(prompt=[1, 2, 3]), 400),
+    Case("prompt as token ids", TEXT, _text(prompt=[1, 2, 3]), 400, "prompt"),
+    Case("prompts as lists of token ids", TEXT, _text(prompt=[[1, 2], [3]]), 400, "prompt"),
+    Case("chat logprobs", CHAT, _chat(logprobs=True, top_logprobs=3), 400, "logprobs"),
+    Case("top_logprobs alone", CHAT, _chat(top_logprobs=2), 400, "top_logprobs"),
+    Case("completion logprobs", TEXT, _text(logprobs=5), 400, "logprobs"),
+    Case("echo", TEXT, _text(echo=True), 400, "echo"),
+    Case("tool_choice required", CHAT, _chat(tool_choice="required"), 400, "tool_choice"),
+    Case("tools as a string", CHAT, _chat(tools="all of them"), 400, "tools"),
     Case("huge n", CHAT, _chat(n=10**9), 400, "n"),
     Case("n beyond the batch", CHAT, _chat(n=MAX_BATCH + 1), 400, "n"),
     Case("n of zero", CHAT, _chat(n=0), 400, "n"),
@@ -203,6 +210,9 @@ def test_hostile_error_messages_say_what_to_fix(live: Live) -> None:
         "empty": (_text(prompt=""), "the prompt is empty"),
         "queue": (_text(prompt=["a"] * 9), "split it into requests of at most 8"),
         "batch": (_chat(n=5), "ask for at most 4"),
+        "token ids": (_text(prompt=[1, 2]), "token ids are not served as a prompt: send the text"),
+        "logprobs": (_chat(logprobs=True), "log probabilities are not served"),
+        "echo": (_text(echo=True), "echo is not served"),
     }
     for why, (body, expected) in cases.items():
         message = assert_openai_error(request(live.url, "POST", TEXT if "prompt" in body else CHAT, body), 400)

@@ -1,6 +1,7 @@
 """OpenAI request and response shapes (the subset tuneforge serves), and OpenAI-style errors.
 
-Request fields outside this subset (logprobs, penalties, response_format, ...) are ignored. `tools` and tool
+Request fields outside this subset (penalties, response_format, ...) are ignored; asking for what would silently be
+missing from the answer (logprobs, top_logprobs, echo, token-id prompts) is a 400. `tools` and tool
 messages are rendered as in training; `tool_choice` is "auto" (the default) or "none" (tools left out, answers not
 read for calls): a server cannot force a call, so "required" or a named function is a 400. `ignore_eos` is an extension
 (as in vLLM): generate exactly `max_tokens` tokens. Requests are checked here, before any work, so that a bad one is
@@ -128,8 +129,17 @@ class SamplingRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: list[str] | None = Field(None, max_length=MAX_STOPS)
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     ignore_eos: bool = False
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_log_probabilities(cls, asked: bool | int | None) -> bool | int | None:
+        if asked:
+            raise ValueError("log probabilities are not served: leave logprobs and top_logprobs out")
+        return asked
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -203,10 +213,20 @@ def _message(message: ChatMessage, where: str) -> Message:
 
 class CompletionRequest(SamplingRequest):
     prompt: list[str] = Field(min_length=1)
+    echo: bool = False
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise ValueError("echo is not served: the answer holds the generated text only")
+        return echo
 
     @field_validator("prompt", mode="before")
     @classmethod
     def _one_prompt(cls, prompt: Any) -> Any:
+        if isinstance(prompt, list) and any(isinstance(item, int | list) for item in prompt):
+            raise ValueError("token ids are not served as a prompt: send the text (a string or a list of strings)")
         if not isinstance(prompt, str | list):
             raise ValueError("give the prompt as a string or a list of strings")
         return _as_list(prompt)
