@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tuneforge.data.messages import Conversation, Message, RowError
+from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.render import conversation_text
 
 __all__ = ["PROBE_CALLS", "CallPieces", "read_call_pieces", "split_call", "split_tool_calls"]
@@ -74,7 +74,7 @@ def read_call_pieces(tokenizer: Any) -> CallPieces | None:
             render([user, Message("assistant", "", tool_calls=[dict(c) for c in calls])])
             for calls in (PROBE_CALLS[:1], PROBE_CALLS)
         )
-    except RowError:
+    except Exception:  # a template that cannot render the probes has no form to read calls by
         return None
     end = plain[plain.index(_PROBE_CONTENT) + len(_PROBE_CONTENT) :] if _PROBE_CONTENT in plain else None
     if end is None or not all(text.startswith(head) and text.endswith(end) for text in (one, two)):

@@ -52,7 +52,9 @@ class Service:
         adapter = self.adapter(body.model)
         self.check_fits(body, prompts=1)
         prompt = await self.encode_chat(body.conversation())
-        tool_calls = self.engine.tool_call_pieces() if body.uses_tools() else None
+        tool_calls = None
+        if body.uses_tools():  # how the model writes calls: read from its template once, off the event loop
+            tool_calls = await self.off_loop(self.engine.tool_call_pieces, "tools", "cannot read the tool call form")
         if body.stream:
             chunks = ToolChatChunks(body.model, tool_calls) if body.uses_tools() else ChatChunks(body.model)
             return self.stream(body, prompt, adapter, "messages", chunks)
