@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from fixtures.shared_data import LLAMAFACTORY, needs_llamafactory
 from fixtures.tiny_models import build_tokenizer
 from tuneforge.data.messages import Conversation, Message
+from tuneforge.data.pipeline import load_conversations
 from tuneforge.data.render import conversation_text
 from tuneforge.data.templates import TEMPLATES, bundled_template
 from tuneforge.data.tool_calls import read_call_pieces, split_tool_calls
@@ -21,13 +23,19 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return build_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
-def _answer(tokenizer: Any, content: str, calls: list[dict[str, Any]]) -> str:
-    """The text of an assistant turn as a model trained on it writes it, up to its end-of-turn token."""
-    user = Message("user", "weather?")
-    head = conversation_text(tokenizer, Conversation([user]), generation=True)
-    marked = conversation_text(tokenizer, Conversation([user, Message("assistant", "MARK")]))
+def _answer(tokenizer: Any, content: str, calls: list[dict[str, Any]], earlier: Conversation | None = None) -> str:
+    """The text of an assistant turn after `earlier` (a user question by default) as a model trained on it writes
+    it, up to its end-of-turn token."""
+    before = earlier or Conversation([Message("user", "weather?")])
+    head = conversation_text(tokenizer, before, generation=True)
+    marked = conversation_text(
+        tokenizer, Conversation([*before.messages, Message("assistant", "MARK")], tools=before.tools)
+    )
     end_of_turn = marked[marked.index("MARK") + len("MARK") :]
-    turn = conversation_text(tokenizer, Conversation([user, Message("assistant", content, tool_calls=calls)]))
+    turn = conversation_text(
+        tokenizer,
+        Conversation([*before.messages, Message("assistant", content, tool_calls=calls)], tools=before.tools),
+    )
     assert turn.startswith(head) and turn.endswith(end_of_turn)
     return turn[len(head) : len(turn) - len(end_of_turn)]
 
@@ -75,3 +83,19 @@ def test_no_chat_template_means_no_calls_are_read(tmp_path: Path) -> None:
     tokenizer = build_tokenizer(tmp_path)
     tokenizer.chat_template = None
     assert read_call_pieces(tokenizer) is None
+
+
+@needs_llamafactory
+@pytest.mark.parametrize("template", TEMPLATES.names())
+def test_every_call_of_llamafactorys_glaive_demo_reads_back_as_trained(tokenizer: Any, template: str) -> None:
+    tokenizer.chat_template = bundled_template(template)
+    pieces = read_call_pieces(tokenizer)
+    conversations, _ = load_conversations([str(LLAMAFACTORY / "glaive_toolcall_en_demo.json")], dedup="none")
+    read_back = []
+    for conversation in conversations:
+        for index, message in enumerate(conversation.messages):
+            if message.tool_calls:
+                earlier = Conversation(conversation.messages[:index], tools=conversation.tools)
+                answer = _answer(tokenizer, message.content, message.tool_calls, earlier)
+                read_back.append(split_tool_calls(answer, pieces) == (message.content.strip(), message.tool_calls))
+    assert len(read_back) == 211 and all(read_back)
