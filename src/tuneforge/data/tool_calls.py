@@ -16,7 +16,7 @@ from typing import Any
 from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.render import conversation_text
 
-__all__ = ["PROBE_CALLS", "CallPieces", "read_call_pieces", "split_call", "split_tool_calls"]
+__all__ = ["PROBE_CALLS", "CallPieces", "call_text", "read_call_pieces", "split_call", "split_tool_calls"]
 
 PROBE_CALLS: tuple[dict[str, Any], ...] = (  # names and values no template or text would hold by chance
     {"name": "fnoneqzxw", "arguments": {"aqzxw": "one", "bqzxw": 1}},
@@ -90,11 +90,16 @@ def read_call_pieces(tokenizer: Any) -> CallPieces | None:
 def _between_calls(two_calls: str, pieces: CallPieces) -> str | None:
     """The text from the first probe call's arguments to the second's name in `two_calls`, their rendering."""
     first, second = PROBE_CALLS
-    start = pieces.prefix + _name_text(first, pieces) + pieces.infix + _arguments_text(first, pieces)
+    start = call_text(first, pieces).removesuffix(pieces.suffix)  # up to the end of the first call's arguments
     between, found, rest = two_calls.removeprefix(start).partition(_name_text(second, pieces))
     if not two_calls.startswith(start) or not found:
         return None
-    return between if rest == pieces.infix + _arguments_text(second, pieces) + pieces.suffix else None
+    return between if pieces.prefix + found + rest == call_text(second, pieces) else None
+
+
+def call_text(call: dict[str, Any], pieces: CallPieces) -> str:
+    """`call` ({"name", "arguments"}) written as `pieces` say, on its own."""
+    return pieces.prefix + _name_text(call, pieces) + pieces.infix + _arguments_text(call, pieces) + pieces.suffix
 
 
 def _name_text(call: dict[str, Any], pieces: CallPieces) -> str:

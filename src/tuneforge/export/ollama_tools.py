@@ -14,20 +14,18 @@ strings without those three characters. Tool definitions (Ollama's ``.Tools``) a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.data.messages import Conversation, Message
 from tuneforge.data.render import conversation_text
-from tuneforge.data.tool_calls import PROBE_CALLS, split_call
+from tuneforge.data.tool_calls import PROBE_CALLS, call_text, split_call
 from tuneforge.errors import UserError
 
 __all__ = ["ResultsTemplate", "ToolWrappers", "read_tool_wrappers", "tool_calls_template", "tool_results_template"]
 
 _USER, _CONTENT, _RESULTS = "USERQZXW", "CONTENTQZXW", ("RESULTONEQZXW", "RESULTTWOQZXW")
-_CALLS = PROBE_CALLS
 
 # Arguments printed as Python's json.dumps writes a dict ({"a": 1, "b": 2}), keys in Go's (sorted) map order.
 _SPACED_ARGUMENTS = (
@@ -72,33 +70,29 @@ def read_tool_wrappers(tokenizer: Any, assistant_prefix: str, assistant_suffix: 
         turn = render([user, Message("assistant", content, tool_calls=[dict(c) for c in calls])])
         return _between(turn, head, assistant_suffix, "assistant turn with tool calls")
 
-    one = calls_text("", _CALLS[:1])
+    one = calls_text("", PROBE_CALLS[:1])
     try:
-        pieces = split_call(one, _CALLS[0])
+        pieces = split_call(one, PROBE_CALLS[0])
     except ValueError as err:
         raise UserError(str(err)) from None
-    prefix, infix, suffix = pieces.prefix, pieces.infix, pieces.suffix
 
     def call(index: int) -> str:
-        c = _CALLS[index]
-        text_name = json.dumps(c["name"]) if pieces.quoted_name else c["name"]
-        separators = (", ", ": ") if pieces.spaced_arguments else (",", ":")
-        return prefix + text_name + infix + json.dumps(c["arguments"], separators=separators) + suffix
+        return call_text(PROBE_CALLS[index], pieces)
 
-    separator = _between(calls_text("", _CALLS), call(0), call(1), "text between two tool calls")
-    content_separator = _between(calls_text(_CONTENT, _CALLS[:1]), _CONTENT, call(0), "text before a tool call")
-    if calls_text(_CONTENT, _CALLS) != _CONTENT + content_separator + call(0) + separator + call(1):
+    separator = _between(calls_text("", PROBE_CALLS), call(0), call(1), "text between two tool calls")
+    content_separator = _between(calls_text(_CONTENT, PROBE_CALLS[:1]), _CONTENT, call(0), "text before a tool call")
+    if calls_text(_CONTENT, PROBE_CALLS) != _CONTENT + content_separator + call(0) + separator + call(1):
         raise UserError("the text of several tool calls does not follow from that of one")
     return ToolWrappers(
-        prefix, infix, suffix, pieces.quoted_name, pieces.spaced_arguments, separator, content_separator,
+        pieces.prefix, pieces.infix, pieces.suffix, pieces.quoted_name, pieces.spaced_arguments, separator, content_separator,
         *_result_wrappers(render, user, assistant_prefix),
     )  # fmt: skip
 
 
 def _result_wrappers(render: Callable[..., str], user: Message, assistant_prefix: str) -> tuple[str, str, str, str]:
     """(open, prefix, suffix, close) of a run of tool results."""
-    one_call = [user, Message("assistant", "", tool_calls=[dict(_CALLS[0])])]
-    two_calls = [user, Message("assistant", "", tool_calls=[dict(c) for c in _CALLS])]
+    one_call = [user, Message("assistant", "", tool_calls=[dict(PROBE_CALLS[0])])]
+    two_calls = [user, Message("assistant", "", tool_calls=[dict(c) for c in PROBE_CALLS])]
     results = [Message("tool", text) for text in _RESULTS]
     one = _between(render(one_call + results[:1], True), render(one_call), assistant_prefix, "tool result turn")
     two = _between(render(two_calls + results, True), render(two_calls), assistant_prefix, "tool result turns")

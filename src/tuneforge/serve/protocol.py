@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from tuneforge.data.formats.base import tool_call
+from tuneforge.data.formats.openai import parse_tool_call
 from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import Conversation, Message, RowError
 from tuneforge.data.tool_calls import CallPieces, split_tool_calls
@@ -201,11 +201,8 @@ def _message(message: ChatMessage, where: str) -> Message:
         raise ApiError(400, f"{where}: only assistant messages carry tool_calls", param=f"{where}.tool_calls")
     calls = []
     for index, call in enumerate(message.tool_calls or []):
-        function = call.get("function")
         try:
-            if not isinstance(function, dict):
-                raise RowError("malformed field", "a tool call needs a function with a name and arguments")
-            calls.append(tool_call(function.get("name"), function.get("arguments"), f"{where}.tool_calls.{index}"))
+            calls.append(parse_tool_call(call, f"{where}.tool_calls.{index}"))
         except RowError as err:
             raise ApiError(400, err.detail, param=f"{where}.tool_calls.{index}") from None
     return Message(role, message.text(), tool_calls=calls or None)

@@ -12,7 +12,7 @@ from tuneforge.data.formats.base import FORMATS, Columns, ParsedRow, kto_label, 
 from tuneforge.data.formats.sharegpt import parse_tools
 from tuneforge.data.messages import ROLES, Message, RowError
 
-__all__ = ["parse_message_list", "parse_openai"]
+__all__ = ["parse_message_list", "parse_openai", "parse_tool_call"]
 
 _DEFAULT = Columns(messages="messages")
 
@@ -44,13 +44,15 @@ def _tool_calls(raw: Any, where: str) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(raw, list):
         raise malformed(f"{where}.tool_calls", "a list", raw)
-    calls = []
-    for index, call in enumerate(raw):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise RowError("malformed field", f"{where}.tool_calls[{index}] needs a function with a name")
-        calls.append(tool_call(function.get("name"), function.get("arguments"), f"{where}.tool_calls[{index}]"))
-    return calls
+    return [parse_tool_call(call, f"{where}.tool_calls[{index}]") for index, call in enumerate(raw)]
+
+
+def parse_tool_call(call: Any, where: str) -> dict[str, Any]:
+    """One OpenAI tool call object ({"function": {"name", "arguments"}}, arguments as JSON text or an object)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        raise RowError("malformed field", f"{where} needs a function with a name")
+    return tool_call(function.get("name"), function.get("arguments"), where)
 
 
 def _thinking(item: dict[str, Any], where: str) -> str:
